@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.forms import BaseInlineFormSet, ModelForm
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from catalog import services
+from catalog.forms import ProductImageInlineForm
+from catalog.models import Category, Product, ProductImage
+
+
+def _preview(image: ProductImage | None, size: int = 64) -> str:
+    if image is None or not image.file:
+        return "—"
+    return format_html(
+        '<img src="{}" alt="" style="max-width:{}px;max-height:{}px;object-fit:contain;background:#fff">',
+        image.thumbnail_url,
+        size,
+        size,
+    )
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["indented_name", "slug", "parent", "product_count", "position"]
+    list_editable = ["position"]
+    search_fields = ["name", "slug", "path"]
+    prepopulated_fields = {"slug": ["name"]}
+    autocomplete_fields = ["parent"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Category]:
+        return super().get_queryset(request).select_related("parent").annotate(n_products=Count("products"))
+
+    @admin.display(description="name", ordering="path")
+    def indented_name(self, obj: Category) -> str:
+        return format_html("{}{}", "— " * obj.depth, obj.name)
+
+    @admin.display(description="products", ordering="n_products")
+    def product_count(self, obj: Category) -> int:
+        return obj.n_products  # type: ignore[attr-defined]
+
+
+class ProductImageInline(admin.TabularInline):
+    model = ProductImage
+    form = ProductImageInlineForm
+    extra = 1
+    fields = ["preview", "file", "alt", "position", "make_primary", "dimensions"]
+    readonly_fields = ["preview", "dimensions"]
+
+    @admin.display(description="preview")
+    def preview(self, obj: ProductImage) -> str:
+        return _preview(obj if obj.pk else None, 96)
+
+    @admin.display(description="size")
+    def dimensions(self, obj: ProductImage) -> str:
+        return f"{obj.width}×{obj.height} {obj.format}" if obj.pk else ""
+
+
+class StockFilter(admin.SimpleListFilter):
+    title = "stock"
+    parameter_name = "stock"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("in", "In stock"), ("out", "Out of stock")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Product]) -> QuerySet[Product]:
+        if self.value() == "in":
+            return queryset.filter(stock__gt=0)
+        if self.value() == "out":
+            return queryset.filter(stock=0)
+        return queryset
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["thumb", "title", "sku", "category", "price", "stock", "is_active", "updated_at"]
+    list_display_links = ["thumb", "title"]
+    list_editable = ["price", "stock", "is_active"]
+    list_filter = ["is_active", StockFilter, "category", "created_at"]
+    search_fields = ["title", "sku", "description", "color"]
+    list_select_related = ["category"]
+    prepopulated_fields = {"slug": ["title"]}
+    autocomplete_fields = ["category"]
+    readonly_fields = ["created_at", "updated_at", "view_on_site_link"]
+    inlines = [ProductImageInline]
+    actions = ["make_active", "make_inactive", "mark_out_of_stock", "delete_with_images"]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "sku", "category", "description"]}),
+        ("Price and stock", {"fields": [("price", "currency"), "stock", "is_active"]}),
+        ("Attributes", {"fields": ["color", "attributes"]}),
+        ("History", {"fields": ["created_at", "updated_at", "view_on_site_link"], "classes": ["collapse"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
+        return super().get_queryset(request).with_primary_image()  # type: ignore[attr-defined]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # ours also removes the image files
+        return actions
+
+    @admin.display(description="")
+    def thumb(self, obj: Product) -> str:
+        return _preview(obj.primary_image, 48)
+
+    @admin.display(description="on the shop")
+    def view_on_site_link(self, obj: Product) -> str:
+        return format_html('<a href="{}">{}</a>', obj.get_absolute_url(), obj.get_absolute_url()) if obj.pk else ""
+
+    @admin.action(description="Publish selected products", permissions=["change"])
+    def make_active(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        n = queryset.update(is_active=True)
+        self.message_user(request, f"{n} product(s) published.", messages.SUCCESS)
+
+    @admin.action(description="Hide selected products from the shop", permissions=["change"])
+    def make_inactive(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        n = queryset.update(is_active=False)
+        self.message_user(request, f"{n} product(s) hidden.", messages.SUCCESS)
+
+    @admin.action(description="Mark selected products out of stock", permissions=["change"])
+    def mark_out_of_stock(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        n = queryset.update(stock=0)
+        self.message_user(request, f"{n} product(s) marked out of stock.", messages.SUCCESS)
+
+    @admin.action(description="Delete selected products and their images", permissions=["delete"])
+    def delete_with_images(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        products = list(queryset.prefetch_related("images"))
+        for product in products:
+            services.product_delete(product=product)
+        self.message_user(request, f"{len(products)} product(s) deleted.", messages.SUCCESS)
+
+    def delete_model(self, request: HttpRequest, obj: Product) -> None:
+        services.product_delete(product=obj)
+
+    def save_formset(self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool) -> None:
+        if formset.model is not ProductImage:
+            super().save_formset(request, form, formset, change)
+            return
+        product = form.instance
+        for image_form in formset.forms:
+            data = getattr(image_form, "cleaned_data", None)
+            if not data:
+                continue
+            image: ProductImage = image_form.instance
+            if data.get("DELETE") and image.pk:
+                services.product_image_delete(image=image)
+            elif not image.pk and getattr(image_form, "inspected", None) is not None:
+                added = services.product_image_add(
+                    product=product,
+                    file=image_form.inspected,  # type: ignore[attr-defined]
+                    alt=data.get("alt") or "",
+                    primary=True if data.get("make_primary") else None,
+                )
+                if data.get("position"):
+                    ProductImage.objects.filter(pk=added.pk).update(position=data["position"])
+            elif image.pk and image_form.has_changed():
+                image.save(update_fields=["alt", "position"])
+                if data.get("make_primary") and not image.is_primary:
+                    services.product_image_set_primary(image=image)
+                elif not data.get("make_primary") and image.is_primary:
+                    self.message_user(
+                        request,
+                        "A product always has a primary image: tick another image to make it primary instead.",
+                        messages.WARNING,
+                    )
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+
+
+@admin.register(ProductImage)
+class ProductImageAdmin(admin.ModelAdmin):
+    list_display = ["thumb", "product_link", "is_primary", "position", "dimensions", "format", "created_at"]
+    list_filter = ["is_primary", "format", "created_at"]
+    search_fields = ["product__title", "product__sku", "checksum", "alt"]
+    list_select_related = ["product"]
+    readonly_fields = [
+        "thumb_large",
+        "product",
+        "file",
+        "checksum",
+        "format",
+        "width",
+        "height",
+        "is_primary",
+        "created_at",
+    ]
+    fields = [
+        "thumb_large",
+        "product",
+        "file",
+        "alt",
+        "position",
+        "is_primary",
+        "checksum",
+        "format",
+        "width",
+        "height",
+        "created_at",
+    ]
+    actions = ["make_primary", "delete_images"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # images are added on their product's page or the upload page
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.display(description="")
+    def thumb(self, obj: ProductImage) -> str:
+        return _preview(obj, 48)
+
+    @admin.display(description="preview")
+    def thumb_large(self, obj: ProductImage) -> str:
+        return _preview(obj, 320)
+
+    @admin.display(description="product", ordering="product__title")
+    def product_link(self, obj: ProductImage) -> str:
+        url = reverse("admin:catalog_product_change", args=[obj.product_id])
+        return format_html('<a href="{}">{}</a>', url, obj.product.title)
+
+    @admin.display(description="size")
+    def dimensions(self, obj: ProductImage) -> str:
+        return f"{obj.width}×{obj.height}"
+
+    @admin.action(description="Make selected images their product's primary image", permissions=["change"])
+    def make_primary(self, request: HttpRequest, queryset: QuerySet[ProductImage]) -> None:
+        seen: set[int] = set()
+        for image in queryset.order_by("position", "id"):
+            if image.product_id not in seen:
+                services.product_image_set_primary(image=image)
+                seen.add(image.product_id)
+        self.message_user(request, f"{len(seen)} product(s) got a new primary image.", messages.SUCCESS)
+
+    @admin.action(description="Delete selected images and their files", permissions=["delete"])
+    def delete_images(self, request: HttpRequest, queryset: QuerySet[ProductImage]) -> None:
+        images = list(queryset)
+        for image in images:
+            services.product_image_delete(image=image)
+        self.message_user(request, f"{len(images)} image(s) deleted.", messages.SUCCESS)
+
+    def delete_model(self, request: HttpRequest, obj: ProductImage) -> None:
+        services.product_image_delete(image=obj)

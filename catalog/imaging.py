@@ -1,0 +1,150 @@
+"""Image validation and normalisation, shared by every way an image enters the shop.
+
+Everything here works on bytes and PIL images; it knows nothing of models.
+The one rule: an image is inspected (format, pixel count) from its header
+*before* any pixel is decoded, so a decompression bomb is refused cheaply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# A truncated file is an error, never a half-grey picture.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+                 "BMP": "image/bmp", "TIFF": "image/tiff"}  # fmt: skip
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an image the shop accepts. ``reason`` is shown to people."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class InspectedImage:
+    """A validated image: its original bytes, facts about it, and an RGB rendering."""
+
+    data: bytes
+    checksum: str
+    format: str
+    width: int  # after EXIF orientation
+    height: int
+    rgb: Image.Image = field(repr=False)
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1_000_000:.1f}"
+
+
+def inspect(data: bytes, *, max_pixels: int, max_bytes: int | None = None) -> InspectedImage:
+    """Validate ``data`` as an image and decode it to normalised RGB.
+
+    Raises :class:`ImageRejected` with a human reason for anything the shop
+    should not store: not an image, an unsupported format, too many pixels,
+    a corrupt or truncated file.
+    """
+    if not data:
+        raise ImageRejected("the file is empty")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageRejected(f"the file is {len(data) / 1_048_576:.1f} MB; the limit is {max_bytes / 1_048_576:.0f} MB")
+    try:
+        with warnings.catch_warnings():
+            # Opening reads only the header; our own cap below decides, with a clearer message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageRejected(
+            f"the image has far more pixels than the limit of {_megapixels(max_pixels)} megapixels"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image file (the content is not a recognised image format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageRejected(f"unreadable image header ({exc})") from None
+    fmt = probe.format or ""
+    if fmt not in ALLOWED_FORMATS:
+        raise ImageRejected(f"unsupported image format {fmt or 'unknown'}; use JPEG, PNG, WebP, GIF, BMP or TIFF")
+    width, height = probe.size
+    if width <= 0 or height <= 0:
+        raise ImageRejected("the image has no pixels")
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"{width}×{height} is {_megapixels(width * height)} megapixels, over the limit of "
+            f"{_megapixels(max_pixels)} megapixels"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            probe.verify()  # checksums and structure, where the format has them
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(f"corrupt or truncated image ({exc})") from None
+    except Image.DecompressionBombError:  # pragma: no cover - pixel cap is lower
+        raise ImageRejected("the image is a decompression bomb") from None
+    rgb = to_rgb(image)
+    return InspectedImage(data=data, checksum=sha256(data), format=fmt, width=rgb.width, height=rgb.height, rgb=rgb)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An upright 8-bit RGB copy of ``image``, transparency flattened onto white.
+
+    Handles EXIF orientation, palettes (with or without transparency), LA/RGBA,
+    CMYK, 16-bit and 32-bit greyscale and float images.
+    """
+    # A broken EXIF block costs the orientation, not the image.
+    with contextlib.suppress(OSError, ValueError, SyntaxError, KeyError, TypeError):
+        image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}:
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        if mode == "F":
+            top = max(float(array.max(initial=1.0)), 1.0)
+        eight = np.clip(array * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(eight, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return image.copy()
+    return image.convert("RGB")  # CMYK, L, 1, P, YCbCr, LAB, HSV
+
+
+def open_rgb(data: bytes) -> Image.Image:
+    """Decode stored, already-validated bytes to normalised RGB (for embeddings)."""
+    return to_rgb(Image.open(io.BytesIO(data)))
+
+
+def derivative_jpeg(rgb: Image.Image, *, max_side: int, quality: int = 85) -> bytes:
+    """A JPEG no larger than ``max_side`` on its longest side (never upscaled)."""
+    copy = rgb.copy()
+    copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    copy.save(out, format="JPEG", quality=quality, optimize=True, progressive=True)
+    return out.getvalue()

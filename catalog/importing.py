@@ -1,0 +1,219 @@
+"""Bulk import of images from a folder tree or a CSV manifest (``manage.py import_images``)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from catalog import imaging, services
+from catalog.imaging import ImageRejected
+from catalog.models import Product, ProductImage
+from catalog.services import DuplicateImage, FileOutcome
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_REQUIRED = ("image", "title", "category")
+MANIFEST_OPTIONAL = ("description", "price", "sku", "color", "stock")
+
+
+class ManifestError(ValueError):
+    """The manifest as a whole is unusable (missing columns, unreadable file)."""
+
+
+@dataclass
+class ImportItem:
+    """One file to import, with whatever the manifest says about it."""
+
+    path: Path
+    label: str  # how the file is named in reports: relative to the import root
+    title: str
+    category: str = ""
+    description: str = ""
+    price: str = ""
+    sku: str = ""
+    color: str = ""
+    stock: str = ""
+    problem: str = ""  # set when the row is unusable before the file is even read
+
+
+@dataclass
+class ImportReport:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+
+    def _with(self, status: str) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def imported(self) -> list[FileOutcome]:
+        return self._with("imported")
+
+    @property
+    def skipped(self) -> list[FileOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return self._with("failed")
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def folder_items(root: Path) -> list[ImportItem]:
+    """Every file under ``root``: category = first folder level, title from the file name."""
+    items = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not _is_hidden(p, root)):
+        rel = path.relative_to(root)
+        category = rel.parts[0] if len(rel.parts) > 1 else ""
+        items.append(
+            ImportItem(
+                path=path,
+                label=str(rel),
+                title=services.title_from_filename(path.name),
+                category=category.replace("_", " ").replace("-", " ").strip(),
+            )
+        )
+    return items
+
+
+def manifest_items(root: Path, manifest: Path) -> list[ImportItem]:
+    """Rows of a CSV manifest (``image,title,category[,description,price,sku,color]``)."""
+    try:
+        handle = manifest.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {manifest}: {exc.strerror or exc}") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+        missing = [c for c in MANIFEST_REQUIRED if c not in columns]
+        if missing:
+            raise ManifestError(
+                f"manifest {manifest.name} lacks the column(s) {', '.join(missing)}; "
+                f"expected {','.join(MANIFEST_REQUIRED)} and optionally {','.join(MANIFEST_OPTIONAL)}"
+            )
+        reader.fieldnames = columns
+        items = []
+        root_resolved = root.resolve()
+        try:
+            for line, row in enumerate(reader, start=2):
+                values = {k: (v or "").strip() for k, v in row.items() if k is not None}
+                rel = values.get("image", "")
+                label = rel or f"{manifest.name}:{line}"
+                item = ImportItem(
+                    path=root / rel,
+                    label=label,
+                    title=values.get("title", ""),
+                    category=values.get("category", ""),
+                    description=values.get("description", ""),
+                    price=values.get("price", ""),
+                    sku=values.get("sku", ""),
+                    color=values.get("color", ""),
+                    stock=values.get("stock", ""),
+                )
+                if not rel:
+                    item.problem = f"line {line}: the image column is empty"
+                elif not (root / rel).resolve().is_relative_to(root_resolved):
+                    item.problem = f"line {line}: the image path leaves the import folder"
+                elif not (root / rel).is_file():
+                    item.problem = f"line {line}: no such file"
+                if not item.title:
+                    item.title = services.title_from_filename(rel or "untitled")
+                items.append(item)
+        except csv.Error as exc:
+            raise ManifestError(f"manifest {manifest.name} is not valid CSV: {exc}") from None
+    return items
+
+
+def _parse_price(raw: str) -> Decimal | None:
+    if not raw:
+        return None
+    try:
+        price = Decimal(raw.replace(",", "").lstrip("€$£ "))
+    except InvalidOperation:
+        raise ImageRejected(f"price {raw!r} is not a number") from None
+    if price < 0 or not price.is_finite():
+        raise ImageRejected(f"price {raw!r} is not a valid price")
+    return price.quantize(Decimal("0.01"))
+
+
+def _parse_stock(raw: str) -> int:
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise ImageRejected(f"stock {raw!r} is not a whole number")
+    return int(raw)
+
+
+def import_item(item: ImportItem) -> FileOutcome:
+    """Import one file in its own transaction; never raises for bad input."""
+    if item.problem:
+        return FileOutcome(name=item.label, status="failed", reason=item.problem)
+    if item.path.suffix.lower() not in imaging.IMAGE_SUFFIXES:
+        return FileOutcome(
+            name=item.label, status="skipped", reason=f"not an image file type ({item.path.suffix or 'no extension'})"
+        )
+    try:
+        size = item.path.stat().st_size
+        if size > settings.VITRINE_MAX_UPLOAD_BYTES:
+            raise ImageRejected(
+                f"the file is {size / 1_048_576:.1f} MB; the limit is "
+                f"{settings.VITRINE_MAX_UPLOAD_BYTES / 1_048_576:.0f} MB"
+            )
+        data = item.path.read_bytes()
+        existing = ProductImage.objects.select_related("product").filter(checksum=imaging.sha256(data)).first()
+        if existing:
+            raise DuplicateImage(existing)
+        inspected = services.image_inspect(data)
+        price = _parse_price(item.price)
+        stock = _parse_stock(item.stock)
+        with transaction.atomic():
+            product = Product.objects.filter(sku=item.sku).first() if item.sku else None
+            if product is None:
+                category = services.category_from_path(path=item.category) if item.category else None
+                product = services.product_create(
+                    title=item.title,
+                    category=category,
+                    description=item.description,
+                    price=price,
+                    sku=item.sku or f"IMP-{inspected.checksum[:12].upper()}",
+                    color=item.color,
+                    stock=stock,
+                )
+            image = services.product_image_add(product=product, file=inspected)
+        return FileOutcome(name=item.label, status="imported", product=product, image=image)
+    except DuplicateImage as exc:
+        return FileOutcome(name=item.label, status="skipped", reason=str(exc), product=exc.existing.product)
+    except ImageRejected as exc:
+        return FileOutcome(name=item.label, status="failed", reason=exc.reason)
+    except OSError as exc:
+        return FileOutcome(name=item.label, status="failed", reason=f"cannot read the file ({exc.strerror or exc})")
+
+
+def images_import(
+    *,
+    root: Path,
+    manifest: Path | None = None,
+    progress: Callable[[Iterator[ImportItem], int], Iterator[ImportItem]] | None = None,
+) -> ImportReport:
+    """Import a folder tree or a manifest. Idempotent: images already present (by SHA-256) are skipped."""
+    if not root.is_dir():
+        raise ManifestError(f"{root} is not a folder")
+    items = manifest_items(root, manifest) if manifest else folder_items(root)
+    iterator: Iterator[ImportItem] = iter(items)
+    if progress is not None:
+        iterator = progress(iterator, len(items))
+    report = ImportReport()
+    for item in iterator:
+        outcome = import_item(item)
+        if outcome.status == "failed":
+            logger.warning("import: %s failed: %s", outcome.name, outcome.reason)
+        report.outcomes.append(outcome)
+    return report

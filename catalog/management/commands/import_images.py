@@ -1,0 +1,62 @@
+"""manage.py import_images PATH [--manifest FILE.csv]"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from catalog.importing import ImportItem, ManifestError, images_import
+
+
+class Command(BaseCommand):
+    help = (
+        "Import product images from a folder tree (category = first folder level, title from the file name) "
+        "or from a CSV manifest with columns image,title,category[,description,price,sku,color]. "
+        "Idempotent: images already in the catalogue (same SHA-256) are skipped."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", type=Path, help="Folder holding the images (manifest paths are relative to it).")
+        parser.add_argument("--manifest", type=Path, help="CSV manifest; without it the folder tree is imported.")
+        parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
+
+    def handle(self, *args: Any, path: Path, manifest: Path | None, no_progress: bool, **options: Any) -> None:
+        if manifest is not None and not manifest.is_absolute() and not manifest.exists():
+            manifest = path / manifest
+
+        def progress(items: Iterator[ImportItem], total: int) -> Iterator[ImportItem]:
+            return iter(
+                tqdm(
+                    items,
+                    total=total,
+                    unit="file",
+                    desc="Importing",
+                    file=sys.stderr,
+                    disable=no_progress or None,
+                    dynamic_ncols=True,
+                )
+            )
+
+        try:
+            report = images_import(root=path, manifest=manifest, progress=progress)
+        except ManifestError as exc:
+            raise CommandError(str(exc)) from None
+
+        out = self.stdout
+        out.write(
+            self.style.SUCCESS(f"Imported {len(report.imported)} file(s)")
+            + f", skipped {len(report.skipped)}, failed {len(report.failed)}."
+        )
+        for title, outcomes, style in (
+            ("Skipped", report.skipped, self.style.WARNING),
+            ("Failed", report.failed, self.style.ERROR),
+        ):
+            if outcomes:
+                out.write(style(f"{title}:"))
+                for outcome in outcomes:
+                    out.write(f"  {outcome.name}: {outcome.reason}")

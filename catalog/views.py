@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from catalog import selectors, services
+from catalog.forms import StaffUploadForm
+from catalog.models import Product
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    tree = selectors.category_tree()
+    newest = list(selectors.product_list()[:8])
+    return render(request, "catalog/home.html", {"category_tree": tree, "newest": newest})
+
+
+def product_list(request: HttpRequest) -> HttpResponse:
+    category = None
+    if slug := request.GET.get("category"):
+        category = selectors.category_get(slug=slug)
+    ordering = request.GET.get("sort", "newest")
+    if ordering not in selectors.ORDERINGS:
+        ordering = "newest"
+    in_stock = request.GET.get("in_stock") == "1"
+    products = selectors.product_list(category=category, in_stock=in_stock, ordering=ordering)
+    page = Paginator(products, settings.VITRINE_PRODUCTS_PER_PAGE).get_page(request.GET.get("page"))
+    ancestors = selectors.category_ancestors(category=category) if category else []
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "catalog/product_list.html",
+        {
+            "category": category,
+            "ancestors": ancestors,
+            "children": list(category.children.order_by("position", "name")) if category else [],
+            "page": page,
+            "ordering": ordering,
+            "orderings": [
+                ("newest", "Newest"),
+                ("price", "Price: low to high"),
+                ("-price", "Price: high to low"),
+                ("title", "Name"),
+            ],
+            "in_stock": in_stock,
+            "querystring": query.urlencode(),
+        },
+    )
+
+
+def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    product = selectors.product_detail(slug=slug)
+    images = list(product.images.all())
+    primary = next((image for image in images if image.is_primary), images[0] if images else None)
+    ancestors = selectors.category_ancestors(category=product.category) if product.category else []
+    return render(
+        request,
+        "catalog/product_detail.html",
+        {"product": product, "images": images, "primary": primary, "ancestors": ancestors},
+    )
+
+
+@staff_member_required
+def staff_upload(request: HttpRequest) -> HttpResponse:
+    """Drag and drop many images: one product per image, or all onto one product."""
+    form = StaffUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        files = data["images"]
+        if data["mode"] == StaffUploadForm.MODE_PER_IMAGE:
+            outcomes = services.products_create_from_uploads(
+                files=files, category=data["category"], price=data["price"], stock=data["stock"] or 0
+            )
+            target: Product | None = None
+        else:
+            with transaction.atomic():
+                target = data["product"] or services.product_create(
+                    title=data["new_title"],
+                    category=data["category"],
+                    price=data["price"],
+                    stock=data["stock"] or 0,
+                )
+                outcomes = services.product_add_uploads(product=target, files=files)
+                if data["product"] is None and not any(o.status == "imported" for o in outcomes):
+                    # Nothing usable arrived: don't leave an empty product behind.
+                    transaction.set_rollback(True)
+                    target = None
+        imported = [o for o in outcomes if o.status == "imported"]
+        if imported:
+            messages.success(request, f"{len(imported)} image(s) added.")
+        if len(imported) < len(outcomes):
+            messages.warning(request, f"{len(outcomes) - len(imported)} file(s) were not added; see below.")
+        status = 200 if imported else 400
+        return render(
+            request,
+            "catalog/staff_upload.html",
+            {"form": StaffUploadForm(), "outcomes": outcomes, "target": target},
+            status=status,
+        )
+    return render(request, "catalog/staff_upload.html", {"form": form}, status=400 if form.errors else 200)

@@ -1,0 +1,35 @@
+"""The Celery app. Workers: ``celery -A config worker``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import before_task_publish, worker_init
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+app = Celery("vitrine")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def ensure_embedded_broker() -> None:
+    """Start the embedded Redis when no CELERY_BROKER_URL was given (no-op otherwise)."""
+    from django.conf import settings
+
+    if getattr(settings, "VITRINE_EMBEDDED_REDIS", False):
+        from config import embedded
+
+        embedded.redis(settings.VITRINE_HOME).ensure_running()
+
+
+@worker_init.connect
+def _worker_init(**_: Any) -> None:
+    ensure_embedded_broker()
+
+
+@before_task_publish.connect
+def _before_publish(**_: Any) -> None:
+    ensure_embedded_broker()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run the whole suite against real PostgreSQL+pgvector and Redis.
+# Embedded servers (under $VITRINE_HOME, default ./var/test) unless DATABASE_URL /
+# CELERY_BROKER_URL point at running ones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VITRINE_HOME="${VITRINE_TEST_HOME:-$PWD/var/test}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export DJANGO_SETTINGS_MODULE=config.settings.test
+mkdir -p "$VITRINE_HOME"
+exec .venv/bin/python -m pytest "$@"
