@@ -1,0 +1,129 @@
+"""The shop and the upload page in real Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from catalog import services
+from catalog.models import Product
+from tests.factories import add_image
+from tests.imagefactory import image_bytes, truncated_jpeg
+
+CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"Chromium not found at {CHROMIUM}; apt-get install chromium to run browser tests")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls our tests make
+    # around it are still plain synchronous code.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):  # type: ignore[no-untyped-def]
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def _images_loaded(page) -> bool:  # type: ignore[no-untyped-def]
+    return page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_shopper_browses_to_a_product_and_flips_through_its_gallery(page):
+    category = services.category_from_path(path="Outdoor")
+    tent = services.product_create(title="Dome tent", category=category, price=Decimal("129.00"), stock=2)
+    for color in ((200, 0, 0), (0, 160, 0), (0, 0, 200)):
+        add_image(tent, color=color, size=(320, 240))
+    add_image(services.product_create(title="Camping stove", category=category, stock=1))
+
+    page.goto("/")
+    page.get_by_role("link", name="Outdoor 2 products").click()
+    page.wait_for_url("**/products/?category=outdoor")
+    assert page.locator(".card").count() == 2
+    assert _images_loaded(page)
+    page.get_by_role("link", name="Dome tent").click()
+    page.wait_for_url(f"**{tent.get_absolute_url()}")
+    assert page.locator(".price.big").inner_text() == "€129.00"
+    main = page.locator("[data-gallery-main]")
+    first_src = main.get_attribute("src")
+    page.get_by_role("button", name="Show image 3").click()
+    assert main.get_attribute("src") != first_src
+    assert page.locator(".thumb.is-current").get_attribute("aria-label") == "Show image 3"
+    page.wait_for_function("document.querySelector('[data-gallery-main]').naturalWidth > 0")
+
+
+def test_staff_drop_many_images_onto_the_upload_page(page, live_server):
+    user = get_user_model().objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": live_server.url}]
+    )
+    page.goto("/staff/upload/")
+    files = {
+        "red-lamp.png": image_bytes(size=(200, 200)),
+        "green_chair.png": image_bytes(size=(200, 150)),
+        "broken.jpg": truncated_jpeg(),
+    }
+    payload = [
+        {"name": n, "b64": base64.b64encode(d).decode(), "type": "image/jpeg" if n.endswith("jpg") else "image/png"}
+        for n, d in files.items()
+    ]
+    # A real drop event carrying files, as the browser would deliver it from the desktop.
+    page.evaluate(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const f of files) {
+                const bytes = Uint8Array.from(atob(f.b64), c => c.charCodeAt(0));
+                dt.items.add(new File([bytes], f.name, {type: f.type}));
+            }
+            const zone = document.querySelector('[data-dropzone]');
+            zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""",
+        payload,
+    )
+    assert page.locator("[data-drop-list] li").count() == 3
+    assert not page.locator("[data-one-product]").first.is_visible()  # per-image mode hides product fields
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_selector(".outcomes")
+    rows = page.locator(".outcomes tbody tr")
+    assert rows.count() == 3
+    assert "corrupt or truncated" in page.locator(".outcome-failed").inner_text()
+    assert sorted(Product.objects.values_list("title", flat=True)) == ["Green chair", "Red lamp"]
