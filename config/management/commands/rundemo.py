@@ -60,8 +60,9 @@ class Command(BaseCommand):
             self._start_children(host, port, web_workers)
             url = f"http://{host}:{port}/"
             self._wait_ready(url)
-            self._banner(url)
-            self._supervise()
+            if not self._stopping:
+                self._banner(url)
+                self._supervise()
         finally:
             self._stop_children()
         self.stdout.write("Vitrine stopped.")
