@@ -106,38 +106,13 @@ class Command(BaseCommand):
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local"),
         }
         python = sys.executable
-        commands = [
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "1",
-                "--hostname",
-                f"demo-{os.getpid()}@%h",
-            ],
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                str(web_workers),
-                "--access-logfile",
-                "-",
-                "--graceful-timeout",
-                "5",
-                "--timeout",
-                "120",
-            ],
-        ]
+        worker = [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+                  "--concurrency", "1", "--hostname", f"demo-{os.getpid()}@%h"]  # fmt: skip
+        web = [python, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers),
+               "--access-logfile", "-", "--graceful-timeout", "5", "--timeout", "120",
+               # gunicorn's default control socket lives in $HOME and would clash between two demos.
+               "--no-control-socket"]  # fmt: skip
+        commands = [worker, web]
         for command in commands:
             # Own session: Ctrl-C reaches us, and we stop the children in order.
             self._children.append(subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True))
