@@ -102,3 +102,15 @@ def test_manifest_relative_to_path_and_missing_columns(tmp_path: Path):
 def test_missing_folder_is_a_clear_error(tmp_path: Path):
     with pytest.raises(CommandError, match="is not a folder"):
         run(str(tmp_path / "nope"))
+
+
+def test_long_skip_lists_are_shortened_but_failures_never(tmp_path: Path):
+    for i in range(25):
+        (tmp_path / f"note-{i:02d}.txt").write_text("x")
+    (tmp_path / "broken.jpg").write_bytes(truncated_jpeg())
+    out = run(str(tmp_path))
+    assert "skipped 25, failed 1." in out
+    assert "note-19.txt" in out and "note-20.txt" not in out
+    assert "… and 5 more (-v 2 lists them all)" in out
+    assert "broken.jpg: corrupt or truncated image" in out
+    assert "note-24.txt" in run(str(tmp_path), verbosity=2)

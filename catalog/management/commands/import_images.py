@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from catalog.importing import ImportItem, ManifestError, images_import
+
+SKIPPED_SHOWN = 20
 
 
 class Command(BaseCommand):
@@ -42,21 +45,31 @@ class Command(BaseCommand):
                 )
             )
 
+        # The report below names every failure; per-file log lines would repeat it.
+        importing_logger = logging.getLogger("catalog.importing")
+        previous_level = importing_logger.level
+        if options.get("verbosity", 1) < 2:
+            importing_logger.setLevel(logging.ERROR)
         try:
             report = images_import(root=path, manifest=manifest, progress=progress)
         except ManifestError as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            importing_logger.setLevel(previous_level)
 
         out = self.stdout
         out.write(
             self.style.SUCCESS(f"Imported {len(report.imported)} file(s)")
             + f", skipped {len(report.skipped)}, failed {len(report.failed)}."
         )
-        for title, outcomes, style in (
-            ("Skipped", report.skipped, self.style.WARNING),
-            ("Failed", report.failed, self.style.ERROR),
+        list_all = options.get("verbosity", 1) >= 2
+        for title, outcomes, style, limit in (
+            ("Skipped", report.skipped, self.style.WARNING, None if list_all else SKIPPED_SHOWN),
+            ("Failed", report.failed, self.style.ERROR, None),  # every failure is always named
         ):
             if outcomes:
                 out.write(style(f"{title}:"))
-                for outcome in outcomes:
+                for outcome in outcomes[:limit]:
                     out.write(f"  {outcome.name}: {outcome.reason}")
+                if limit is not None and len(outcomes) > limit:
+                    out.write(f"  … and {len(outcomes) - limit} more (-v 2 lists them all)")
