@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
+from django.utils.html import format_html
 
 from catalog import imaging
 from catalog.models import Category, Product, ProductImage
@@ -68,6 +69,19 @@ class StaffUploadForm(forms.Form):
         return data
 
 
+class StoredFileWidget(forms.Widget):
+    """Shows a stored file as a link; it cannot be changed in place."""
+
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> str:
+        if not value or not getattr(value, "url", None):
+            return "—"
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">original ({})</a>',
+            value.url,
+            value.name.rsplit(".", 1)[-1].upper(),
+        )
+
+
 class ProductImageInlineForm(forms.ModelForm):
     """Admin inline: a new row uploads a file, validated like every other upload."""
 
@@ -87,6 +101,7 @@ class ProductImageInlineForm(forms.ModelForm):
             # Replacing the bytes of an existing image would orphan its checksum and vectors;
             # staff delete the row and upload a new one instead.
             self.fields["file"].disabled = True
+            self.fields["file"].widget = StoredFileWidget()
             self.fields["file"].required = False
         self.inspected: imaging.InspectedImage | None = None
 
