@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from catalog import services
 from catalog.forms import ProductImageInlineForm
 from catalog.models import Category, Product, ProductImage
+from search import services as search_services
 
 
 def _preview(image: ProductImage | None, size: int = 64) -> str:
@@ -88,7 +89,7 @@ class ProductAdmin(admin.ModelAdmin):
     autocomplete_fields = ["category"]
     readonly_fields = ["created_at", "updated_at", "view_on_site_link"]
     inlines = [ProductImageInline]
-    actions = ["make_active", "make_inactive", "mark_out_of_stock", "delete_with_images"]
+    actions = ["make_active", "make_inactive", "mark_out_of_stock", "reindex", "delete_with_images"]
     fieldsets = [
         (None, {"fields": ["title", "slug", "sku", "category", "description"]}),
         ("Price and stock", {"fields": [("price", "currency"), "stock", "is_active"]}),
@@ -136,6 +137,18 @@ class ProductAdmin(admin.ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Product) -> None:
         services.product_delete(product=obj)
+
+    def save_model(self, request: HttpRequest, obj: Product, form: ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change or {"title", "description"} & set(form.changed_data):
+            search_services.product_index_later(product_id=obj.pk)
+
+    @admin.action(description="Reindex selected products in every embedding space", permissions=["change"])
+    def reindex(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        jobs = search_services.products_reindex(product_ids=list(queryset.values_list("pk", flat=True)),
+                                                requested_by=request.user)  # fmt: skip
+        self.message_user(request, f"Queued {len(jobs)} reindex job(s) for {queryset.count()} product(s); "
+                          "see Visual search › Reindex jobs for progress.", messages.SUCCESS)  # fmt: skip
 
     def save_formset(self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool) -> None:
         if formset.model is not ProductImage:

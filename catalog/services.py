@@ -21,6 +21,7 @@ from django.utils.text import slugify
 from catalog import imaging
 from catalog.imaging import ImageRejected
 from catalog.models import Category, Product, ProductImage
+from search import services as search_services
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def product_create(
     )
     product.full_clean(exclude=["slug"])
     product.save()
+    search_services.product_index_later(product_id=product.pk)
     return product
 
 
@@ -231,6 +233,7 @@ def product_image_add(
         for name in stored:
             default_storage.delete(name)
         raise
+    search_services.image_index_later(image_id=image.pk)
     return image
 
 

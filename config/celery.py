@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, worker_init
+from celery.signals import before_task_publish, worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -33,3 +33,12 @@ def _worker_init(**_: Any) -> None:
 @before_task_publish.connect
 def _before_publish(**_: Any) -> None:
     ensure_embedded_broker()
+
+
+@worker_ready.connect
+def _worker_ready(**_: Any) -> None:
+    # Load every enabled space in a pool process, so the admin learns which are available
+    # and the first upload does not wait for a model to load.
+    from search.tasks import spaces_probe_task
+
+    spaces_probe_task.delay()

@@ -173,6 +173,42 @@ VITRINE_PRODUCTS_PER_PAGE = env_int("VITRINE_PRODUCTS_PER_PAGE", 24)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("VITRINE_MAX_FILES_PER_UPLOAD", 200)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
+# --- embedding spaces -----------------------------------------------------------------
+# Each space: an embedder class (dotted path, imported lazily) and its options.
+VITRINE_CNN_ARCH = env("VITRINE_CNN_ARCH", "efficientnet-lite0")
+_CNN_BACKENDS = {
+    "efficientnet-lite0": "search.embedders.cnn.EfficientNetLite0Embedder",
+    "resnet50": "search.embedders.cnn.ResNet50Embedder",
+}
+if VITRINE_CNN_ARCH not in _CNN_BACKENDS:
+    raise ImproperlyConfigured(f"VITRINE_CNN_ARCH must be one of {', '.join(_CNN_BACKENDS)}")
+VITRINE_SPACES: dict[str, dict] = {
+    "pixels": {"BACKEND": "search.embedders.pixels.PixelsEmbedder"},
+    "cnn": {"BACKEND": _CNN_BACKENDS[VITRINE_CNN_ARCH], "OPTIONS": {"WEIGHTS": env("VITRINE_CNN_WEIGHTS", "")}},
+    "simclr": {
+        "BACKEND": "search.embedders.simclr.SimCLREmbedder",
+        # A path, or a URL fetched once (the published ImageNet checkpoint by default).
+        "OPTIONS": {"CHECKPOINT": env("VITRINE_SIMCLR_CHECKPOINT", "https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
+                                      "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt")},
+    },
+    "clip": {"BACKEND": "search.embedders.sentence.ClipEmbedder",
+             "OPTIONS": {"MODEL": env("VITRINE_CLIP_MODEL", "clip-ViT-B-32")}},
+    "text": {"BACKEND": "search.embedders.sentence.TextEmbedder", "OPTIONS": {"MODEL": env("VITRINE_TEXT_MODEL", "")}},
+}  # fmt: skip
+VITRINE_ENABLED_SPACES = env_list("VITRINE_ENABLED_SPACES", list(VITRINE_SPACES))
+VITRINE_PRIMARY_IMAGE_SPACE = env("VITRINE_PRIMARY_IMAGE_SPACE", "clip")
+VITRINE_FALLBACK_IMAGE_SPACE = env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn")
+# An image whose embedding keeps failing is marked failed after this many attempts.
+VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
+VITRINE_REINDEX_BATCH = env_int("VITRINE_REINDEX_BATCH", 32)
+VITRINE_VECTOR_STORE = env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore")
+VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
+
+CELERY_TASK_ROUTES = {"search.tasks.*": {"queue": "embeddings"}}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-missing-and-stale-vectors": {"task": "search.tasks.sweep_task", "schedule": VITRINE_SWEEP_INTERVAL_S},
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,122 @@
+"""Staff pages for the embedding spaces: availability, counts, versions, reindex buttons and job progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from search import services
+from search.models import ReindexJob, SpaceState, SpaceVersion
+
+
+def _ensure_states() -> None:
+    """Every configured space appears, even before a worker has tried to load it."""
+    for key in settings.VITRINE_SPACES:
+        SpaceState.objects.get_or_create(key=key, defaults={"reason": "not checked yet: no worker has loaded it"})
+
+
+@admin.register(SpaceState)
+class SpaceStateAdmin(admin.ModelAdmin):
+    list_display = ["key", "enabled", "status", "active_version", "counts", "checked_at"]
+    list_display_links = ["key"]
+    ordering = ["key"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SpaceState]:
+        _ensure_states()
+        return super().get_queryset(request).filter(key__in=list(settings.VITRINE_SPACES))
+
+    @admin.display(boolean=True)
+    def enabled(self, obj: SpaceState) -> bool:
+        return obj.key in settings.VITRINE_ENABLED_SPACES
+
+    @admin.display(description="status")
+    def status(self, obj: SpaceState) -> str:
+        if obj.available:
+            return format_html('<span style="color:#1f7a45">available</span>')
+        return format_html('<span style="color:#b3261e">unavailable</span>: {}', obj.reason)
+
+    @admin.display(description="active version")
+    def active_version(self, obj: SpaceState) -> str:
+        version = services.active_version(obj.key)
+        return f"{version.version} ({version.dimension}-d)" if version else "—"
+
+    @admin.display(description="present / missing / stale / failed")
+    def counts(self, obj: SpaceState) -> str:
+        c = services.space_counts(obj.key)
+        return f"{c.present} / {c.missing} / {c.stale} / {c.failed}  (of {c.total})"
+
+    def get_urls(self) -> list[Any]:
+        custom = [
+            path("<int:pk>/reindex/", self.admin_site.admin_view(self.reindex_view), name="search_spacestate_reindex"),
+        ]
+        return custom + super().get_urls()
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:  # fmt: skip
+        state = get_object_or_404(SpaceState, pk=object_id)
+        jobs = list(ReindexJob.objects.filter(space=state.key)[:10])
+        running = any(job.status in (ReindexJob.Status.QUEUED, ReindexJob.Status.RUNNING) for job in jobs)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Embedding space: {state.key}",
+            "state": state,
+            "enabled": state.key in settings.VITRINE_ENABLED_SPACES,
+            "counts": services.space_counts(state.key),
+            "versions": SpaceVersion.objects.filter(space=state.key).exclude(state=SpaceVersion.State.RETIRED),
+            "jobs": jobs,
+            "refresh": running,
+            "can_reindex": self.has_change_permission(request, state),
+        }
+        return TemplateResponse(request, "admin/search/space_detail.html", context)
+
+    def reindex_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        state = get_object_or_404(SpaceState, pk=pk)
+        url = reverse("admin:search_spacestate_change", args=[pk])
+        if request.method != "POST" or not self.has_change_permission(request, state):
+            return HttpResponseRedirect(url)
+        if state.key not in settings.VITRINE_ENABLED_SPACES:
+            self.message_user(request, f"The {state.key} space is not enabled.", messages.ERROR)
+            return HttpResponseRedirect(url)
+        missing_only = request.POST.get("missing_only") == "1"
+        job = services.reindex_job_create(space=state.key, missing_only=missing_only, requested_by=request.user)
+        what = "missing and stale images" if missing_only else "every image"
+        self.message_user(request, f"Reindex job #{job.pk} queued for {what} in {state.key}.", messages.SUCCESS)
+        return HttpResponseRedirect(url)
+
+
+@admin.register(ReindexJob)
+class ReindexJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "space", "scope", "status", "progress_bar", "failed", "created_at", "finished_at"]
+    list_filter = ["space", "status"]
+    readonly_fields = [f.name for f in ReindexJob._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="scope")
+    def scope(self, obj: ReindexJob) -> str:
+        if obj.product_ids is not None:
+            return f"{len(obj.product_ids)} product(s)"
+        return "missing only" if obj.missing_only else "all"
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: ReindexJob) -> str:
+        return format_html('<progress max="100" value="{}" style="width:8em"></progress> {}', obj.percent, obj.progress)

@@ -1,0 +1,127 @@
+"""The embedder contract. Nothing here imports torch: models load only in ``load()``.
+
+An embedder turns images (and/or texts) into L2-normalised float32 vectors.
+Work is split in two so bulk jobs can overlap them: ``preprocess`` (CPU,
+per image, safe to run in a thread pool) and ``encode_batch`` (the model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE = "image"
+TEXT = "text"
+
+
+class SpaceUnavailable(Exception):
+    """The space cannot be used here (weights missing, hub unreachable…). ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def fingerprint_files(paths: Sequence[Path], *, head_bytes: int = 1 << 20) -> str:
+    """A short, cheap identity for weight files: names, sizes and the first MiB of each."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}".encode())
+        with path.open("rb") as fh:
+            digest.update(fh.read(head_bytes))
+    return digest.hexdigest()[:12]
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def torch_device(preference: str = "auto") -> str:
+    """CUDA when available (or asked for), else CPU."""
+    import torch
+
+    if preference == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return preference
+
+
+class Embedder:
+    """Base class. Subclasses set the class attributes and implement the hooks."""
+
+    modalities: ClassVar[frozenset[str]] = frozenset({IMAGE})
+    default_batch_size: ClassVar[int] = 32
+
+    def __init__(self, key: str, options: Mapping[str, Any] | None = None) -> None:
+        self.key = key
+        self.options = dict(options or {})
+        self.batch_size = int(self.options.get("BATCH_SIZE", self.default_batch_size))
+        self.device_preference = str(self.options.get("DEVICE", os.environ.get("VITRINE_DEVICE", "auto")))
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.version = ""
+        self.dimension = 0
+        self.device = "cpu"
+
+    # -- description (no model needed) ----------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise :class:`SpaceUnavailable` if the weights cannot be had. Cheap; imports no torch."""
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the model once per process (thread-safe). Raises :class:`SpaceUnavailable`."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            self.check()
+            self._load()
+            if not self.version or self.dimension <= 0:
+                raise RuntimeError(f"{type(self).__name__} did not set version and dimension")
+            self._loaded = True
+            logger.info("loaded space %s: %s (%d-d) on %s", self.key, self.version, self.dimension, self.device)
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    # -- images ----------------------------------------------------------------------------
+    def preprocess(self, image: Image.Image) -> Any:
+        """Per-image CPU work (resize, normalise). Runs in decode threads; must not touch the model."""
+        raise NotImplementedError
+
+    def encode_batch(self, batch: list[Any]) -> np.ndarray:
+        """Model forward pass on preprocessed items: (n, dimension) float32, L2-normalised."""
+        raise NotImplementedError
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        self.load()
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = [self.preprocess(image) for image in images[start : start + self.batch_size]]
+            out.append(self.encode_batch(chunk))
+        return np.concatenate(out) if out else np.zeros((0, self.dimension), dtype=np.float32)
+
+    # -- texts -----------------------------------------------------------------------------
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise SpaceUnavailable(f"the {self.key} space does not embed text")

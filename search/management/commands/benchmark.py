@@ -1,0 +1,147 @@
+"""manage.py benchmark — embedding throughput and upload-to-searchable latency, measured side by side.
+
+* raw: the model's forward pass alone on preprocessed batches (images decoded beforehand);
+* reindex: ``images_embed_bulk`` end to end (decode, preprocess, forward, validation, DB upsert);
+  both at the same batch size, alternated ``--repeat`` times in this one process, medians reported;
+* latency (``--latency N``): with a warm Celery worker, upload one image and wait until the
+  space's nearest-neighbour search returns it; N times, median and p95.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from PIL import Image
+
+from catalog import services as catalog_services
+from catalog.models import ProductImage
+from search import embedders, services
+from search.models import EmbeddingStatus, ImageEmbedding
+from search.selectors import product_query_vector, similar_to_vector
+from search.services import load_image_rgb
+
+
+class Command(BaseCommand):
+    help = "Measure raw model throughput vs end-to-end reindex throughput, and upload-to-searchable latency."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--space", default="cnn", choices=list(settings.VITRINE_SPACES))
+        parser.add_argument("--batch-size", type=int, default=32)
+        parser.add_argument("--images", type=int, default=0, help="How many catalogue images (0 = all).")
+        parser.add_argument("--repeat", type=int, default=3, help="Alternating raw/reindex rounds.")
+        parser.add_argument("--latency", type=int, default=0, help="Upload-to-searchable trials (needs a worker).")
+        parser.add_argument("--start-worker", action="store_true", help="Start a Celery worker for --latency.")
+        parser.add_argument("--json", dest="json_path", type=Path, help="Also write the figures here.")
+
+    def handle(self, *args: Any, space: str, batch_size: int, images: int, repeat: int, latency: int,
+               start_worker: bool, json_path: Path | None, **options: Any) -> None:  # fmt: skip
+        figures: dict[str, Any] = {"space": space, "batch_size": batch_size, "cores": os.cpu_count()}
+        embedder = services.space_load(space)
+        figures["version"] = embedder.version
+        rows = list(ProductImage.objects.order_by("id")[: images or None])
+        if not rows:
+            raise CommandError("the catalogue has no images; import some first (make demo does)")
+        figures["images"] = len(rows)
+        if repeat > 0:
+            figures.update(self._throughput(embedder, rows, batch_size, repeat))
+        if latency > 0:
+            figures.update(self._latency(space, latency, start_worker))
+        if json_path:
+            json_path.write_text(json.dumps(figures, indent=2))
+        self.stdout.write(json.dumps(figures, indent=2))
+
+    # -- throughput -------------------------------------------------------------------------------
+    def _throughput(self, embedder: embedders.Embedder, rows: list[ProductImage], batch_size: int,
+                    repeat: int) -> dict[str, Any]:  # fmt: skip
+        started = time.perf_counter()
+        prepared = [embedder.preprocess(load_image_rgb(image)) for image in rows]
+        decode_ms = 1000 * (time.perf_counter() - started) / len(rows)
+        embedder.encode_batch(prepared[:batch_size])  # warm-up
+        raw, e2e = [], []
+        for round_ in range(repeat):
+            started = time.perf_counter()
+            for start in range(0, len(prepared), batch_size):
+                embedder.encode_batch(prepared[start : start + batch_size])
+            raw.append(len(prepared) / (time.perf_counter() - started))
+            started = time.perf_counter()
+            result = services.images_embed_bulk(space=embedder.key, image_ids=[r.pk for r in rows],
+                                                batch_size=batch_size)  # fmt: skip
+            e2e.append(result.processed / (time.perf_counter() - started))
+            self.stderr.write(f"round {round_ + 1}: raw {raw[-1]:.1f} img/s, reindex {e2e[-1]:.1f} img/s")
+        raw_median, e2e_median = statistics.median(raw), statistics.median(e2e)
+        self.stdout.write(
+            f"{embedder.key}: raw forward {raw_median:.1f} img/s, reindex end-to-end {e2e_median:.1f} img/s "
+            f"({100 * e2e_median / raw_median:.0f}% of raw), decode+preprocess {decode_ms:.1f} ms/img"
+        )
+        return {"raw_img_per_s": raw, "reindex_img_per_s": e2e, "raw_median": raw_median,
+                "reindex_median": e2e_median, "ratio": e2e_median / raw_median,
+                "decode_preprocess_ms_per_img": decode_ms}  # fmt: skip
+
+    # -- latency ----------------------------------------------------------------------------------
+    def _latency(self, space: str, trials: int, start_worker: bool) -> dict[str, Any]:
+        worker = self._start_worker() if start_worker else None
+        try:
+            self._upload_until_searchable(space, seed=-1, timeout=180)  # warm-up: worker up, model loaded
+            times = [self._upload_until_searchable(space, seed=trial, timeout=60) for trial in range(trials)]
+        finally:
+            if worker is not None:
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(timeout=60)
+        times.sort()
+        median = statistics.median(times)
+        p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+        self.stdout.write(f"{space}: upload to searchable, median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
+                          f"over {trials} uploads")  # fmt: skip
+        return {"latency_s": times, "latency_median_s": median, "latency_p95_s": p95}
+
+    def _upload_until_searchable(self, space: str, *, seed: int, timeout: float) -> float:
+        """Seconds from the upload's commit until a search in ``space`` returns the new image first."""
+        with transaction.atomic():
+            product = catalog_services.product_create(title=f"Latency probe {seed}")
+            image = catalog_services.product_image_add(product=product, file=_probe_image(seed))
+        started = time.perf_counter()  # committed: the embedding task is on its way
+        try:
+            while time.perf_counter() - started < timeout:
+                version = services.active_version(space)
+                if version and ImageEmbedding.objects.filter(image=image, space=space, model_version=version.version,
+                                                             status=EmbeddingStatus.OK).exists():  # fmt: skip
+                    query = product_query_vector(product=product, space=space, version=version.version)
+                    hits = similar_to_vector(vector=query, space=space, version=version, k=1)
+                    if hits and hits[0].image_id == image.pk:
+                        return time.perf_counter() - started
+                time.sleep(0.005)
+            raise CommandError(f"image {image.pk} was not searchable in {space} within {timeout:.0f} s; "
+                               "is a worker running (or pass --start-worker)?")  # fmt: skip
+        finally:
+            catalog_services.product_delete(product=product)
+
+    def _start_worker(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "embeddings,default",
+             "--concurrency", "1", "--loglevel", "WARNING", "--hostname", f"bench-{os.getpid()}@%h"],
+            cwd=settings.BASE_DIR,
+        )  # fmt: skip
+
+
+def _probe_image(seed: int) -> bytes:
+    """A unique 320×240 photo-like image (smooth gradients plus noise), so its checksum is new."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    y, x = np.mgrid[0:240, 0:320]
+    base = np.stack([x / 320, y / 240, (x + y) / 560], axis=-1) * 255
+    pixels = np.clip(base * rng.uniform(0.3, 1.0, 3) + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
+    return out.getvalue()

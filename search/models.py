@@ -1,0 +1,151 @@
+"""Stored vectors (with the model version that made them), space state, versions and reindex jobs.
+
+Vectors of every space live in one ``vector`` column without a fixed dimension.
+Each (space, model version) gets its own partial HNSW index on an expression
+that casts to the right dimension (``halfvec`` above pgvector's 2,000-dimension
+limit for indexed ``vector``), so a model upgrade with another dimension is a
+new version with a new index, built beside the old one.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from pgvector.django import VectorField
+
+from catalog.models import Product, ProductImage
+
+
+class EmbeddingStatus(models.TextChoices):
+    OK = "ok", "computed"
+    FAILED = "failed", "failed"
+
+
+class SpaceState(models.Model):
+    """What the last process that tried to load a space found: can it be used, and if not, why."""
+
+    key = models.CharField(max_length=32, unique=True)
+    model_id = models.CharField(max_length=300, blank=True)
+    available = models.BooleanField(default=False)
+    reason = models.TextField(blank=True, help_text="Why the space is unavailable.")
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "embedding space"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class SpaceVersion(models.Model):
+    """One model version of a space. Search reads only the active one; a new one is built beside it."""
+
+    class State(models.TextChoices):
+        BUILDING = "building", "building"
+        ACTIVE = "active", "active"
+        RETIRED = "retired", "retired"
+
+    space = models.CharField(max_length=32)
+    version = models.CharField(max_length=200)
+    dimension = models.PositiveIntegerField()
+    index_name = models.CharField(max_length=63, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.BUILDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["space", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["space", "version"], name="space_version_unique"),
+            models.UniqueConstraint(
+                fields=["space"], condition=models.Q(state="active"), name="one_active_version_per_space"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.space} {self.version} ({self.state})"
+
+    @property
+    def storage_type(self) -> str:
+        """``vector`` up to 2,000 dimensions (HNSW limit), ``halfvec`` up to 4,000."""
+        return "vector" if self.dimension <= 2000 else "halfvec"
+
+
+class ImageEmbedding(models.Model):
+    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings")
+    space = models.CharField(max_length=32)
+    model_version = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.OK)
+    vector = VectorField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "space", "model_version"], name="image_embedding_unique"),
+        ]
+        indexes = [models.Index(fields=["space", "model_version", "status"], name="image_embedding_space")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} in {self.space} {self.model_version}: {self.status}"
+
+
+class ProductEmbedding(models.Model):
+    """Text-space vectors of a product's title and description."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="embeddings")
+    space = models.CharField(max_length=32)
+    model_version = models.CharField(max_length=200)
+    source_hash = models.CharField(max_length=64, help_text="SHA-256 of the text that was embedded.")
+    status = models.CharField(max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.OK)
+    vector = VectorField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "space", "model_version"], name="product_embedding_unique"),
+        ]
+        indexes = [models.Index(fields=["space", "model_version", "status"], name="product_embedding_space")]
+
+    def __str__(self) -> str:
+        return f"product {self.product_id} in {self.space} {self.model_version}: {self.status}"
+
+
+class ReindexJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    space = models.CharField(max_length=32)
+    missing_only = models.BooleanField(default=False)
+    product_ids = models.JSONField(null=True, blank=True, help_text="Only these products; empty means all.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"reindex {self.space} #{self.pk}"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.processed}/{self.total}"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.processed / self.total) if self.total else (100 if self.status == "done" else 0)

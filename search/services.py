@@ -1,0 +1,517 @@
+"""Embedding writes: compute and store vectors, keep them current, reindex, switch model versions.
+
+Entry points from ``catalog``: :func:`image_index_later` (an image was saved),
+:func:`product_index_later` (a product's text changed) and
+:func:`products_reindex` (staff asked). Everything else is called by tasks and
+commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, QuerySet
+from django.utils import timezone
+
+from catalog import imaging
+from catalog.models import Product, ProductImage
+from search import embedders
+from search.embedders import Embedder, SpaceUnavailable
+from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, ReindexJob, SpaceState, SpaceVersion
+from search.vectorstores import get_store
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidVector(ValueError):
+    """A model produced something that must not be stored."""
+
+
+class ImageUnreadable(Exception):
+    """The stored file is missing or cannot be decoded: retrying will not help."""
+
+
+# --- entry points from catalog -----------------------------------------------------------
+
+
+def image_index_later(*, image_id: int) -> None:
+    """After the current transaction commits, embed the image in every enabled image space."""
+    from search import tasks
+
+    def enqueue() -> None:
+        for space in embedders.image_spaces():
+            tasks.image_embed_task.delay(image_id, space)
+
+    transaction.on_commit(enqueue)
+
+
+def product_index_later(*, product_id: int) -> None:
+    """After commit, (re)embed the product's title and description in the text spaces."""
+    from search import tasks
+
+    def enqueue() -> None:
+        for space in embedders.text_spaces():
+            tasks.product_embed_task.delay(product_id, space)
+
+    transaction.on_commit(enqueue)
+
+
+def products_reindex(*, product_ids: Sequence[int], requested_by: Any = None) -> list[ReindexJob]:
+    """Staff asked to recompute these products' vectors in every enabled space (runs in the worker)."""
+    return [
+        reindex_job_create(space=space, missing_only=False, product_ids=list(product_ids), requested_by=requested_by)
+        for space in embedders.enabled()
+    ]
+
+
+# --- spaces and versions ------------------------------------------------------------------
+
+
+def _record_state(key: str, *, available: bool, reason: str = "", model_id: str = "") -> None:
+    SpaceState.objects.update_or_create(
+        key=key, defaults={"available": available, "reason": reason, "checked_at": timezone.now(),
+                           "model_id": model_id[:300]},
+    )  # fmt: skip
+
+
+def space_load(key: str) -> Embedder:
+    """Load a space in this process, record whether it is available, and register its version.
+
+    Raises :class:`SpaceUnavailable` (recorded with its reason) when it cannot be used.
+    """
+    embedder = embedders.get(key)
+    try:
+        embedders.load(key)
+    except SpaceUnavailable as exc:
+        _record_state(key, available=False, reason=exc.reason, model_id=embedder.model_id)
+        raise
+    _record_state(key, available=True, model_id=embedder.model_id)
+    version_register(space=key, version=embedder.version, dimension=embedder.dimension)
+    return embedder
+
+
+def version_register(*, space: str, version: str, dimension: int) -> SpaceVersion:
+    """Make sure a (space, version) exists with its index. The first version of a space is active at once;
+    later ones are built beside it and activated by :func:`version_activate_if_complete`."""
+    existing = SpaceVersion.objects.filter(space=space, version=version).first()
+    if existing and existing.index_name:
+        return existing
+    with transaction.atomic():
+        has_active = SpaceVersion.objects.select_for_update().filter(space=space, state="active").exists()
+        row, _ = SpaceVersion.objects.get_or_create(
+            space=space, version=version,
+            defaults={"dimension": dimension,
+                      "state": SpaceVersion.State.BUILDING if has_active else SpaceVersion.State.ACTIVE,
+                      "activated_at": None if has_active else timezone.now()},
+        )  # fmt: skip
+    get_store().ensure_version(space=space, version=version, dimension=dimension)
+    row.refresh_from_db()
+    return row
+
+
+def active_version(space: str) -> SpaceVersion | None:
+    return SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.ACTIVE).first()
+
+
+def version_activate_if_complete(*, space: str) -> SpaceVersion | None:
+    """Switch search to the newest building version once every image has a vector (or a failure) in it.
+
+    Search reads one version at a time, so it never mixes vectors of two models and
+    never goes dark: the old version serves until the new one is complete.
+    """
+    building = SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.BUILDING).order_by("-created_at")
+    candidate = building.first()
+    if candidate is None:
+        return None
+    if _missing_images(space, candidate.version).exists():
+        return None
+    with transaction.atomic():
+        retired = list(SpaceVersion.objects.select_for_update().filter(space=space).exclude(pk=candidate.pk))
+        SpaceVersion.objects.filter(pk__in=[r.pk for r in retired]).update(state=SpaceVersion.State.RETIRED)
+        SpaceVersion.objects.filter(pk=candidate.pk).update(state=SpaceVersion.State.ACTIVE,
+                                                            activated_at=timezone.now())  # fmt: skip
+    for old in retired:
+        get_store().drop_version(space=space, version=old.version)
+    logger.info("space %s switched to version %s", space, candidate.version)
+    candidate.refresh_from_db()
+    return candidate
+
+
+# --- counts ----------------------------------------------------------------------------------
+
+
+def _images_with(space: str, version: str, *statuses: str) -> Any:
+    return ImageEmbedding.objects.filter(image=OuterRef("pk"), space=space, model_version=version,
+                                         status__in=statuses)  # fmt: skip
+
+
+def _missing_images(space: str, version: str) -> QuerySet[ProductImage]:
+    """Images with neither a vector nor a recorded failure in this version."""
+    return ProductImage.objects.exclude(
+        Exists(_images_with(space, version, EmbeddingStatus.OK, EmbeddingStatus.FAILED))
+    )
+
+
+def current_version(space: str) -> str | None:
+    """The version workers compute now: the newest registered one."""
+    row = SpaceVersion.objects.filter(space=space).exclude(state=SpaceVersion.State.RETIRED).order_by(
+        "-created_at").first()  # fmt: skip
+    return row.version if row else None
+
+
+@dataclass
+class SpaceCounts:
+    total: int
+    present: int
+    missing: int
+    stale: int
+    failed: int
+
+
+def space_counts(space: str) -> SpaceCounts:
+    """Counts for the admin: present/failed in the current version, stale = only an older version."""
+    total = ProductImage.objects.count()
+    version = current_version(space)
+    if version is None:
+        return SpaceCounts(total=total, present=0, missing=total, stale=0, failed=0)
+    ok = ProductImage.objects.filter(Exists(_images_with(space, version, EmbeddingStatus.OK)))
+    failed = ProductImage.objects.filter(Exists(_images_with(space, version, EmbeddingStatus.FAILED)))
+    older = ImageEmbedding.objects.filter(image=OuterRef("pk"), space=space, status=EmbeddingStatus.OK).exclude(
+        model_version=version)  # fmt: skip
+    missing = _missing_images(space, version)
+    stale = missing.filter(Exists(older)).count()
+    return SpaceCounts(total=total, present=ok.count(), failed=failed.count(), stale=stale,
+                       missing=missing.count() - stale)  # fmt: skip
+
+
+# --- computing vectors --------------------------------------------------------------------------
+
+
+def validate_vectors(vectors: np.ndarray, *, dimension: int) -> np.ndarray:
+    """Right shape, finite, non-zero; returns float32."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != dimension:
+        raise InvalidVector(f"expected vectors of dimension {dimension}, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise InvalidVector("the model produced NaN or infinite values")
+    if (np.linalg.norm(array, axis=1) < 1e-6).any():
+        raise InvalidVector("the model produced an all-zero vector")
+    return array
+
+
+def load_image_rgb(image: ProductImage) -> Any:
+    """Decode a stored original to normalised RGB, or raise :class:`ImageUnreadable`."""
+    try:
+        with default_storage.open(image.file.name, "rb") as fh:
+            data = fh.read()
+        # JPEG draft mode: decode at a reduced scale when the model needs far fewer pixels.
+        return imaging.open_rgb(data, draft_size=(448, 448))
+    except FileNotFoundError:
+        raise ImageUnreadable(f"the file {image.file.name} is missing from storage") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageUnreadable(f"the stored file cannot be decoded: {exc}") from None
+
+
+def _record_failure(*, image_id: int, space: str, version: str, reason: str) -> int:
+    """Count a failed attempt and keep the reason; the image counts as failed until a later attempt succeeds."""
+    row, _ = ImageEmbedding.objects.get_or_create(
+        image_id=image_id, space=space, model_version=version,
+        defaults={"status": EmbeddingStatus.FAILED, "vector": None, "attempts": 0},
+    )  # fmt: skip
+    if row.status == EmbeddingStatus.OK and row.vector is not None:
+        return row.attempts
+    row.attempts += 1
+    row.error = reason[:2000]
+    row.status = EmbeddingStatus.FAILED
+    row.vector = None
+    row.save()
+    return row.attempts
+
+
+def image_embed(*, image_id: int, space: str, force: bool = False) -> str:
+    """Embed one image in one space; idempotent. Returns "ok", "exists", "skipped" or "failed".
+
+    A missing or undecodable file is failed at once; other errors propagate so the
+    task can retry (with :func:`image_embed_failed` recording each attempt).
+    """
+    try:
+        embedder = space_load(space)
+    except SpaceUnavailable as exc:
+        logger.info("space %s unavailable, image %s skipped: %s", space, image_id, exc.reason)
+        return "skipped"
+    image = ProductImage.objects.filter(pk=image_id).first()
+    if image is None:
+        return "skipped"  # deleted since it was queued
+    version = embedder.version
+    if not force and ImageEmbedding.objects.filter(image_id=image_id, space=space, model_version=version,
+                                                   status=EmbeddingStatus.OK).exists():  # fmt: skip
+        return "exists"
+    try:
+        rgb = load_image_rgb(image)
+    except ImageUnreadable as exc:
+        _record_failure(image_id=image_id, space=space, version=version, reason=str(exc))
+        return "failed"
+    vectors = validate_vectors(embedder.encode_batch([embedder.preprocess(rgb)]), dimension=embedder.dimension)
+    get_store().upsert_images(space=space, version=version, items=[(image_id, vectors[0])])
+    version_activate_if_complete(space=space)
+    return "ok"
+
+
+def image_embed_failed(*, image_id: int, space: str, reason: str) -> None:
+    """Record a failed attempt (the task calls this on every error, before it retries or gives up)."""
+    embedder = embedders.get(space)
+    version = embedder.version if embedder.loaded else current_version(space)
+    if version:
+        _record_failure(image_id=image_id, space=space, version=version, reason=reason)
+
+
+def product_text(product: Product) -> str:
+    return f"{product.title}\n{product.description}".strip()
+
+
+def product_embed(*, product_id: int, space: str) -> str:
+    """Embed a product's title + description in a text space; skips when the text has not changed."""
+    try:
+        embedder = space_load(space)
+    except SpaceUnavailable:
+        return "skipped"
+    product = Product.objects.filter(pk=product_id).first()
+    if product is None:
+        return "skipped"
+    text = product_text(product)
+    source_hash = hashlib.sha256(text.encode()).hexdigest()
+    if ProductEmbedding.objects.filter(product=product, space=space, model_version=embedder.version,
+                                       source_hash=source_hash, status=EmbeddingStatus.OK).exists():  # fmt: skip
+        return "exists"
+    vector = validate_vectors(embedder.embed_texts([text]), dimension=embedder.dimension)[0]
+    ProductEmbedding.objects.update_or_create(
+        product=product, space=space, model_version=embedder.version,
+        defaults={"source_hash": source_hash, "vector": vector, "status": EmbeddingStatus.OK, "error": ""},
+    )  # fmt: skip
+    return "ok"
+
+
+# --- bulk ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BulkResult:
+    processed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int) -> Iterator[tuple[int, Any]]:
+    """Decode + preprocess in a thread pool, yielding in order; errors come back as exceptions."""
+
+    def work(image: ProductImage) -> Any:
+        try:
+            return embedder.preprocess(load_image_rgb(image))
+        except ImageUnreadable as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        yield from zip((image.pk for image in images), pool.map(work, images), strict=True)
+
+
+def _batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
+             workers: int) -> Iterator[list[tuple[int, Any]]]:  # fmt: skip
+    """Batches of decoded images, produced by a background thread so decoding overlaps inference."""
+    out: queue.Queue[list[tuple[int, Any]] | BaseException | None] = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            batch: list[tuple[int, Any]] = []
+            for item in _decoded(embedder, images, workers):
+                batch.append(item)
+                if len(batch) == batch_size:
+                    out.put(batch)
+                    batch = []
+            if batch:
+                out.put(batch)
+            out.put(None)
+        except BaseException as exc:  # surface in the consumer
+            out.put(exc)
+
+    thread = threading.Thread(target=produce, name="reindex-decoder", daemon=True)
+    thread.start()
+    while True:
+        item = out.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
+
+
+def images_embed_bulk(
+    *, space: str, image_ids: Iterable[int] | None = None, missing_only: bool = False, batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None, decode_workers: int = 2,
+) -> BulkResult:  # fmt: skip
+    """Embed many images in batches, decoding the next batch while the model runs the current one.
+
+    ``image_ids=None`` means every image. ``missing_only`` skips images that already have
+    a vector (or a recorded failure) in the current version. ``progress(n)`` is called
+    after each batch with the number of images it covered.
+    """
+    embedder = space_load(space)
+    version = embedder.version
+    images = ProductImage.objects.only("id", "file").order_by("id")
+    if image_ids is not None:
+        images = images.filter(pk__in=list(image_ids))
+    if missing_only:
+        images = images.filter(pk__in=_missing_images(space, version).values("pk"))
+    rows = list(images)
+    result = BulkResult()
+    size = batch_size or embedder.batch_size
+    for batch in _batches(embedder, rows, size, decode_workers):
+        good = [(pk, item) for pk, item in batch if not isinstance(item, ImageUnreadable)]
+        for pk, item in batch:
+            if isinstance(item, ImageUnreadable):
+                _record_failure(image_id=pk, space=space, version=version, reason=str(item))
+                result.failed += 1
+                result.failures.append((pk, str(item)))
+        if good:
+            vectors = validate_vectors(embedder.encode_batch([item for _, item in good]),
+                                       dimension=embedder.dimension)  # fmt: skip
+            get_store().upsert_images(space=space, version=version,
+                                      items=[(pk, vectors[i]) for i, (pk, _) in enumerate(good)])  # fmt: skip
+            result.processed += len(good)
+        if progress:
+            progress(len(batch))
+    version_activate_if_complete(space=space)
+    return result
+
+
+def products_embed_bulk(*, space: str, product_ids: Iterable[int] | None = None, missing_only: bool = False,
+                        progress: Callable[[int], None] | None = None) -> BulkResult:  # fmt: skip
+    """Embed product texts in a text space, in batches."""
+    embedder = space_load(space)
+    products = Product.objects.order_by("id")
+    if product_ids is not None:
+        products = products.filter(pk__in=list(product_ids))
+    rows = list(products)
+    if missing_only:
+        current = ProductEmbedding.objects.filter(
+            space=space, model_version=embedder.version, status=EmbeddingStatus.OK
+        )
+        done = set(current.values_list("product_id", "source_hash"))
+        rows = [p for p in rows if (p.pk, hashlib.sha256(product_text(p).encode()).hexdigest()) not in done]
+    result = BulkResult()
+    for start in range(0, len(rows), embedder.batch_size):
+        chunk = rows[start : start + embedder.batch_size]
+        texts = [product_text(p) for p in chunk]
+        vectors = validate_vectors(embedder.embed_texts(texts), dimension=embedder.dimension)
+        with transaction.atomic():
+            for product, text, vector in zip(chunk, texts, vectors, strict=True):
+                ProductEmbedding.objects.update_or_create(
+                    product=product, space=space, model_version=embedder.version,
+                    defaults={"source_hash": hashlib.sha256(text.encode()).hexdigest(), "vector": vector,
+                              "status": EmbeddingStatus.OK, "error": ""},
+                )  # fmt: skip
+        result.processed += len(chunk)
+        if progress:
+            progress(len(chunk))
+    return result
+
+
+# --- reindex jobs and the sweep --------------------------------------------------------------------
+
+
+def _job_image_ids(job: ReindexJob) -> list[int] | None:
+    if job.product_ids is None:
+        return None
+    return list(ProductImage.objects.filter(product_id__in=job.product_ids).values_list("pk", flat=True))
+
+
+def reindex_job_create(*, space: str, missing_only: bool = False, product_ids: list[int] | None = None,
+                       requested_by: Any = None) -> ReindexJob:  # fmt: skip
+    """Queue a reindex of one space (all images, missing ones, or some products' images)."""
+    from search import tasks
+
+    if space not in settings.VITRINE_SPACES:
+        raise ValueError(f"unknown space {space!r}")
+    user = requested_by if getattr(requested_by, "pk", None) else None
+    job = ReindexJob.objects.create(space=space, missing_only=missing_only, product_ids=product_ids,
+                                    requested_by=user)  # fmt: skip
+    transaction.on_commit(lambda: tasks.reindex_job_task.delay(job.pk))
+    return job
+
+
+def reindex_job_run(*, job_id: int) -> ReindexJob:
+    """Run a queued job in this process, saving progress after every batch."""
+    job = ReindexJob.objects.get(pk=job_id)
+    if job.status in (ReindexJob.Status.DONE, ReindexJob.Status.FAILED):
+        return job
+    is_text = embedders.modalities(job.space) == frozenset({embedders.TEXT})
+    if is_text:
+        total = len(job.product_ids) if job.product_ids is not None else Product.objects.count()
+    else:
+        ids = _job_image_ids(job)
+        total = len(ids) if ids is not None else ProductImage.objects.count()
+    ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.RUNNING, started_at=timezone.now(),
+                                                total=total, processed=0)  # fmt: skip
+
+    def progress(n: int) -> None:
+        ReindexJob.objects.filter(pk=job.pk).update(processed=F("processed") + n)
+
+    try:
+        if is_text:
+            result = products_embed_bulk(space=job.space, product_ids=job.product_ids, missing_only=job.missing_only,
+                                         progress=progress)  # fmt: skip
+        else:
+            result = images_embed_bulk(space=job.space, image_ids=_job_image_ids(job), missing_only=job.missing_only,
+                                       progress=progress)  # fmt: skip
+    except SpaceUnavailable as exc:
+        ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.FAILED, error=exc.reason,
+                                                    finished_at=timezone.now())  # fmt: skip
+    else:
+        ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.DONE, failed=result.failed,
+                                                    total=F("processed"), finished_at=timezone.now())  # fmt: skip
+    job.refresh_from_db()
+    return job
+
+
+def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, int]:
+    """Queue embedding for images (and product texts) whose vectors are missing or stale.
+
+    "Missing or stale" is judged against the version each space computes now. Spaces
+    that never loaded anywhere are probed here first so their version is known.
+    Failures are not retried by the sweep; staff reindex them on purpose.
+    """
+    from search import tasks
+
+    queued: dict[str, int] = {}
+    for space in spaces or embedders.enabled():
+        version = current_version(space)
+        if version is None:
+            try:
+                version = space_load(space).version
+            except SpaceUnavailable:
+                queued[space] = 0
+                continue
+        if embedders.modalities(space) == frozenset({embedders.TEXT}):
+            stale = Product.objects.exclude(Exists(ProductEmbedding.objects.filter(
+                product=OuterRef("pk"), space=space, model_version=version)))  # fmt: skip
+            ids = list(stale.values_list("pk", flat=True))
+            for pk in ids:
+                tasks.product_embed_task.delay(pk, space)
+        else:
+            ids = list(_missing_images(space, version).values_list("pk", flat=True).order_by("pk"))
+            for start in range(0, len(ids), batch):
+                tasks.images_embed_batch_task.delay(ids[start : start + batch], space)
+        queued[space] = len(ids)
+    return queued

@@ -1,0 +1,94 @@
+"""Thin Celery tasks: ids in, a service call, retries and limits owned here.
+
+All run on the ``embeddings`` queue (see CELERY_TASK_ROUTES). They are
+idempotent upserts, acknowledged late and re-queued if a worker dies mid-task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from search import services
+
+# Errors worth retrying: the database or the broker hiccupped.
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+COMMON: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+}
+
+
+def _max_retries() -> int:
+    return max(0, settings.VITRINE_EMBED_MAX_ATTEMPTS - 1)
+
+
+@shared_task(**COMMON, soft_time_limit=120, time_limit=180, max_retries=None)
+def image_embed_task(self: Task, image_id: int, space: str) -> str:
+    """Embed one image in one space. Retries with backoff; after the last attempt the image stays failed."""
+    try:
+        return services.image_embed(image_id=image_id, space=space)
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, max_retries=_max_retries() + 3) from exc
+    except (DatabaseError, services.InvalidVector, RuntimeError, ValueError, MemoryError) as exc:
+        services.image_embed_failed(image_id=image_id, space=space, reason=f"{type(exc).__name__}: {exc}")
+        if self.request.retries >= _max_retries():
+            return "failed"
+        raise self.retry(exc=exc, max_retries=_max_retries()) from exc
+
+
+@shared_task(**COMMON, soft_time_limit=900, time_limit=960, max_retries=5)
+def images_embed_batch_task(self: Task, image_ids: list[int], space: str) -> int:
+    """Embed a batch of images (the sweep queues these)."""
+    try:
+        return services.images_embed_bulk(space=space, image_ids=image_ids, missing_only=True).processed
+    except services.SpaceUnavailable:
+        return 0
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@shared_task(**COMMON, soft_time_limit=60, time_limit=90, max_retries=5)
+def product_embed_task(self: Task, product_id: int, space: str) -> str:
+    try:
+        return services.product_embed(product_id=product_id, space=space)
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@shared_task(**COMMON, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60, max_retries=3)
+def reindex_job_task(self: Task, job_id: int) -> str:
+    try:
+        return services.reindex_job_run(job_id=job_id).status
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@shared_task(**COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
+def sweep_task(self: Task) -> dict[str, int]:
+    try:
+        return services.sweep()
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@shared_task(**COMMON, soft_time_limit=600, time_limit=660, max_retries=0)
+def spaces_probe_task(self: Task) -> dict[str, str]:
+    """Load every enabled space in this worker (warming it) and record which are available."""
+    result = {}
+    from search import embedders
+
+    for space in embedders.enabled():
+        try:
+            services.space_load(space)
+            result[space] = "available"
+        except services.SpaceUnavailable as exc:
+            result[space] = f"unavailable: {exc.reason}"
+    return result

@@ -1,0 +1,112 @@
+"""pgvector: vectors in ``search_imageembedding``, one partial HNSW cosine index per (space, version).
+
+The column has no fixed dimension; each index is built on an expression that
+casts to the version's dimension, ``vector(d)`` up to 2,000 and ``halfvec(d)``
+above (HNSW's limits), and its predicate names the space and version. Queries
+repeat the same expression and predicate as SQL literals, so the planner can
+match the partial index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+from pgvector import HalfVector, Vector
+
+from search.models import EmbeddingStatus, ImageEmbedding, SpaceVersion
+from search.vectorstores.base import ImageHit, VectorStore
+
+_SAFE = re.compile(r"^[A-Za-z0-9._:+-]{1,200}$")
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+
+def _literal(value: str) -> str:
+    # Space keys and versions are ours, but never trust a string spliced into SQL.
+    if not _SAFE.match(value):
+        raise ValueError(f"unsafe identifier for SQL: {value!r}")
+    return "'" + value + "'"
+
+
+def storage_type(dimension: int) -> str:
+    return "vector" if dimension <= 2000 else "halfvec"
+
+
+def index_name(space: str, version: str) -> str:
+    return f"search_img_{space[:12]}_{hashlib.sha256(version.encode()).hexdigest()[:10]}"
+
+
+class PgVectorStore(VectorStore):
+    table = ImageEmbedding._meta.db_table
+
+    def ensure_version(self, *, space: str, version: str, dimension: int) -> None:
+        kind = storage_type(dimension)
+        if dimension > 4000:
+            raise ValueError(f"{dimension}-d vectors exceed what HNSW can index (4,000 as halfvec)")
+        name = index_name(space, version)
+        concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+        sql = (
+            f"CREATE INDEX {concurrently}IF NOT EXISTS {connection.ops.quote_name(name)} ON {self.table} "
+            f"USING hnsw ((vector::{kind}({dimension})) {kind}_cosine_ops) "
+            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
+            f"WHERE space = {_literal(space)} AND model_version = {_literal(version)}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+        SpaceVersion.objects.filter(space=space, version=version).update(index_name=name)
+
+    def upsert_images(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
+        if not items:
+            return
+        now = timezone.now()
+        rows = [
+            ImageEmbedding(image_id=image_id, space=space, model_version=version, status=EmbeddingStatus.OK,
+                           vector=np.asarray(vector, dtype=np.float32), attempts=0, error="", updated_at=now)
+            for image_id, vector in items
+        ]  # fmt: skip
+        ImageEmbedding.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["image", "space", "model_version"],
+            update_fields=["status", "vector", "attempts", "error", "updated_at"],
+        )  # fmt: skip
+
+    def nearest_images(
+        self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int,
+        exclude_product_id: int | None = None, published_only: bool = True,
+    ) -> list[ImageHit]:  # fmt: skip
+        kind = storage_type(dimension)
+        expression = f"(e.vector::{kind}({dimension}))"
+        wrapped = HalfVector(vector) if kind == "halfvec" else Vector(vector)
+        conditions = [f"e.space = {_literal(space)}", f"e.model_version = {_literal(version)}", "e.status = 'ok'"]
+        params: list[object] = [wrapped.to_text()]
+        if published_only:
+            conditions.append("p.is_active")
+        if exclude_product_id is not None:
+            conditions.append("i.product_id <> %s")
+            params.append(int(exclude_product_id))
+        params += [wrapped.to_text(), int(k)]
+        sql = (
+            f"SELECT e.image_id, i.product_id, {expression} <=> %s::{kind}({dimension}) AS distance "
+            f"FROM {self.table} e "
+            "JOIN catalog_productimage i ON i.id = e.image_id "
+            "JOIN catalog_product p ON p.id = i.product_id "
+            f"WHERE {' AND '.join(conditions)} "
+            f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT %s"
+        )
+        with transaction.atomic(), connection.cursor() as cursor:
+            # pgvector 0.8: keep scanning the index until enough rows pass the filters.
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * int(k)))}")
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        hits = [ImageHit(image_id=r[0], product_id=r[1], distance=float(r[2])) for r in rows]
+        return sorted(hits, key=lambda h: (h.distance, h.image_id))  # relaxed order: re-sort the few we got
+
+    def drop_version(self, *, space: str, version: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS {connection.ops.quote_name(index_name(space, version))}")
+        ImageEmbedding.objects.filter(space=space, model_version=version).delete()
