@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from catalog import imaging
 from catalog.models import Category, Product, ProductImage
@@ -72,9 +73,9 @@ class StaffUploadForm(forms.Form):
 class StoredFileWidget(forms.Widget):
     """Shows a stored file as a link; it cannot be changed in place."""
 
-    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> SafeString:
         if not value or not getattr(value, "url", None):
-            return "—"
+            return SafeString("—")
         return format_html(
             '<a href="{}" target="_blank" rel="noopener">original ({})</a>',
             value.url,

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from search import services
 from search.models import ReindexJob, SpaceState, SpaceVersion
@@ -46,7 +47,7 @@ class SpaceStateAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, obj: SpaceState) -> str:
         if obj.available:
-            return format_html('<span style="color:#1f7a45">available</span>')
+            return mark_safe('<span style="color:#1f7a45">available</span>')
         return format_html('<span style="color:#b3261e">unavailable</span>: {}', obj.reason)
 
     @admin.display(description="active version")

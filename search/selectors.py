@@ -30,7 +30,7 @@ def space_is_available(space: str) -> bool:
 
 def primary_image_space() -> str:
     """The configured primary image space if it is available, else the fallback (``cnn``)."""
-    primary = settings.VITRINE_PRIMARY_IMAGE_SPACE
+    primary = str(settings.VITRINE_PRIMARY_IMAGE_SPACE)
     if space_is_available(primary) and SpaceVersion.objects.filter(space=primary, state="active").exists():
         return str(primary)
     return str(settings.VITRINE_FALLBACK_IMAGE_SPACE)

@@ -213,7 +213,7 @@ def validate_vectors(vectors: np.ndarray, *, dimension: int) -> np.ndarray:
 def load_image_rgb(image: ProductImage) -> Any:
     """Decode a stored original to normalised RGB, or raise :class:`ImageUnreadable`."""
     try:
-        with default_storage.open(image.file.name, "rb") as fh:
+        with default_storage.open(str(image.file.name), "rb") as fh:
             data = fh.read()
         # JPEG draft mode: decode at a reduced scale when the model needs far fewer pixels.
         return imaging.open_rgb(data, draft_size=(448, 448))

@@ -104,12 +104,15 @@ if DATABASE_URL:
     import dj_database_url
 
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if env("VITRINE_DB_NAME"):
+        DATABASES["default"]["NAME"] = str(env("VITRINE_DB_NAME"))
 else:
     # Embedded PostgreSQL 18 + pgvector under VITRINE_HOME, started on first connection.
     DATABASES = {
         "default": {
             "ENGINE": "config.embedded_postgres",
-            "NAME": "vitrine",
+            # VITRINE_DB_NAME lets a helper process (e.g. a test's worker) use another database.
+            "NAME": str(env("VITRINE_DB_NAME", "vitrine")),
             "USER": "postgres",
             "VITRINE_HOME": str(VITRINE_HOME),  # type: ignore[typeddict-unknown-key]
             "CONN_MAX_AGE": 60,
@@ -152,7 +155,7 @@ STATIC_URL = "/static/"
 STATIC_ROOT = VITRINE_HOME / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "/media/"
-MEDIA_ROOT = VITRINE_HOME / "media"
+MEDIA_ROOT = Path(env("VITRINE_MEDIA_ROOT", str(VITRINE_HOME / "media")))  # type: ignore[arg-type]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -196,12 +199,12 @@ VITRINE_SPACES: dict[str, dict] = {
     "text": {"BACKEND": "search.embedders.sentence.TextEmbedder", "OPTIONS": {"MODEL": env("VITRINE_TEXT_MODEL", "")}},
 }  # fmt: skip
 VITRINE_ENABLED_SPACES = env_list("VITRINE_ENABLED_SPACES", list(VITRINE_SPACES))
-VITRINE_PRIMARY_IMAGE_SPACE = env("VITRINE_PRIMARY_IMAGE_SPACE", "clip")
-VITRINE_FALLBACK_IMAGE_SPACE = env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn")
+VITRINE_PRIMARY_IMAGE_SPACE = str(env("VITRINE_PRIMARY_IMAGE_SPACE", "clip"))
+VITRINE_FALLBACK_IMAGE_SPACE = str(env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
 # An image whose embedding keeps failing is marked failed after this many attempts.
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
 VITRINE_REINDEX_BATCH = env_int("VITRINE_REINDEX_BATCH", 32)
-VITRINE_VECTOR_STORE = env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore")
+VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
 
 CELERY_TASK_ROUTES = {"search.tasks.*": {"queue": "embeddings"}}

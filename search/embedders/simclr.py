@@ -46,7 +46,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
     import torch
 
-    stand_ins: list[tuple[type, str]] = []
+    stand_ins: list[Any] = []
     for _ in range(20):
         try:
             with torch.serialization.safe_globals(stand_ins):

@@ -57,6 +57,9 @@ class PgVectorStore(VectorStore):
             f"WHERE space = {_literal(space)} AND model_version = {_literal(version)}"
         )
         with connection.cursor() as cursor:
+            if concurrently == "":
+                # Inside a transaction: deferred FK checks would block CREATE INDEX ("pending trigger events").
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(sql)
         SpaceVersion.objects.filter(space=space, version=version).update(index_name=name)
 
@@ -82,7 +85,7 @@ class PgVectorStore(VectorStore):
         expression = f"(e.vector::{kind}({dimension}))"
         wrapped = HalfVector(vector) if kind == "halfvec" else Vector(vector)
         conditions = [f"e.space = {_literal(space)}", f"e.model_version = {_literal(version)}", "e.status = 'ok'"]
-        params: list[object] = [wrapped.to_text()]
+        params: list[str | int] = [wrapped.to_text()]
         if published_only:
             conditions.append("p.is_active")
         if exclude_product_id is not None:

@@ -108,8 +108,9 @@ class Command(BaseCommand):
         python = sys.executable
         schedule = Path(settings.VITRINE_HOME) / "run" / "celerybeat-schedule"
         # One pool process: its model threads use the cores. -B runs the periodic sweep.
-        worker = [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "-Q", "default,embeddings",
-                  "--concurrency", "1", "-B", "--schedule", str(schedule), "--hostname", f"demo-{os.getpid()}@%h"]  # fmt: skip
+        worker = [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+                  "-Q", "default,embeddings", "--concurrency", "1", "-B", "--schedule", str(schedule),
+                  "--hostname", f"demo-{os.getpid()}@%h"]  # fmt: skip
         web = [python, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers),
                "--access-logfile", "-", "--graceful-timeout", "5", "--timeout", "120",
                # gunicorn's default control socket lives in $HOME and would clash between two demos.

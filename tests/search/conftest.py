@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from search import embedders
+from search.vectorstores import get_store
+from tests.search.tinymodels import build_tiny_clip, write_bolts_simclr_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def simclr_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("simclr") / "simclr.ckpt"
+    weights = write_bolts_simclr_checkpoint(path, seed=3)
+    return path, weights
+
+
+@pytest.fixture
+def use_spaces(settings) -> Iterator[Callable[..., None]]:  # type: ignore[no-untyped-def]
+    """Enable some spaces (and override options) for one test; models reload afterwards as configured."""
+    customised: set[str] = set()
+
+    def configure(*keys: str, **options: dict) -> None:
+        spaces = copy.deepcopy(settings.VITRINE_SPACES)
+        for key, extra in options.items():
+            spaces[key].setdefault("OPTIONS", {}).update(extra)
+        settings.VITRINE_SPACES = spaces
+        settings.VITRINE_ENABLED_SPACES = list(keys)
+        for key in options:
+            embedders._instances.pop(key, None)
+            customised.add(key)
+        embedders._failures.clear()
+
+    yield configure
+    for key in list(embedders._instances):
+        # Keep the default real models warm across tests; drop anything built from test options.
+        if key in customised or key not in ("pixels", "cnn", "text"):
+            embedders._instances.pop(key)
+    embedders._failures.clear()
+    get_store.cache_clear()

@@ -1,0 +1,269 @@
+"""Vectors in real Postgres+pgvector: indexes, nearest neighbours against brute force, versions, failures."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.db import connection
+
+from catalog import services as catalog_services
+from catalog.models import ProductImage
+from search import embedders, selectors, services
+from search.evaluation import average_precision_at_k, precision_at_k, recall_at_k
+from search.models import ImageEmbedding, ReindexJob, SpaceState, SpaceVersion
+from search.vectorstores import get_store
+from search.vectorstores.pgvector import index_name
+from tests.factories import CategoryFactory, ProductFactory, add_image
+
+pytestmark = pytest.mark.django_db
+
+
+def _random_unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    v = rng.normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _images(n: int) -> list[ProductImage]:
+    out = []
+    for _ in range(n):
+        out.append(add_image(ProductFactory()))
+    return out
+
+
+@pytest.mark.parametrize("dimension, kind", [(64, "vector"), (3072, "halfvec")])
+def test_each_version_gets_a_partial_hnsw_cosine_index(dimension, kind):
+    services.version_register(space="cnn", version=f"test-{dimension}", dimension=dimension)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [index_name("cnn", f"test-{dimension}")])
+        (definition,) = cursor.fetchone()
+    assert "USING hnsw" in definition and f"{kind}({dimension})" in definition
+    assert f"{kind}_cosine_ops" in definition and f"'test-{dimension}'" in definition
+
+
+def test_nearest_images_match_brute_force_cosine():
+    rng = np.random.default_rng(7)
+    images = _images(120)
+    vectors = _random_unit(rng, len(images), 64)
+    services.version_register(space="cnn", version="bf-v1", dimension=64)
+    get_store().upsert_images(
+        space="cnn", version="bf-v1", items=list(zip([i.pk for i in images], vectors, strict=True))
+    )
+    stored = dict(ImageEmbedding.objects.filter(space="cnn").values_list("image_id", "vector"))
+    assert np.allclose(stored[images[5].pk], vectors[5], atol=1e-6)  # read back from Postgres
+    for q in range(10):
+        query = _random_unit(rng, 1, 64)[0]
+        hits = get_store().nearest_images(space="cnn", version="bf-v1", dimension=64, vector=query, k=10)
+        exact = np.argsort(-(vectors @ query))[:10]
+        assert [h.image_id for h in hits] == [images[i].pk for i in exact], f"query {q}"
+        assert np.allclose([h.score for h in hits], (vectors @ query)[exact], atol=1e-5)
+
+
+def test_the_planner_uses_the_partial_index():
+    images = _images(30)
+    services.version_register(space="cnn", version="plan-v1", dimension=8)
+    vectors = _random_unit(np.random.default_rng(1), 30, 8)
+    get_store().upsert_images(
+        space="cnn", version="plan-v1", items=list(zip([i.pk for i in images], vectors, strict=True))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT image_id FROM search_imageembedding e WHERE e.space = 'cnn' AND "
+            "e.model_version = 'plan-v1' ORDER BY (e.vector::vector(8)) <=> %s::vector(8) LIMIT 5",
+            ["[" + ",".join("0.1" for _ in range(8)) + "]"],
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert index_name("cnn", "plan-v1") in plan
+
+
+def test_validation_refuses_bad_vectors():
+    good = np.ones((2, 4), dtype=np.float32)
+    assert services.validate_vectors(good, dimension=4).dtype == np.float32
+    with pytest.raises(services.InvalidVector, match="dimension 5"):
+        services.validate_vectors(good, dimension=5)
+    with pytest.raises(services.InvalidVector, match="NaN"):
+        services.validate_vectors(np.array([[1.0, np.nan, 0, 0]]), dimension=4)
+    with pytest.raises(services.InvalidVector, match="all-zero"):
+        services.validate_vectors(np.zeros((1, 4)), dimension=4)
+
+
+def test_image_embed_is_idempotent_and_records_versions(use_spaces):
+    use_spaces("pixels", "cnn")
+    image = _images(1)[0]
+    assert services.image_embed(image_id=image.pk, space="cnn") == "ok"
+    assert services.image_embed(image_id=image.pk, space="cnn") == "exists"
+    row = ImageEmbedding.objects.get(image=image, space="cnn")
+    assert row.status == "ok" and row.model_version == embedders.get("cnn").version and len(row.vector) == 1280
+    assert SpaceState.objects.get(key="cnn").available
+    assert services.active_version("cnn").version == row.model_version
+
+
+def test_unreadable_file_fails_with_a_reason_and_unavailable_space_is_skipped(use_spaces, settings):
+    use_spaces("pixels", "simclr", simclr={"CHECKPOINT": ""})
+    image = _images(1)[0]
+    default_storage.delete(image.file.name)
+    assert services.image_embed(image_id=image.pk, space="pixels") == "failed"
+    row = ImageEmbedding.objects.get(image=image, space="pixels")
+    assert row.status == "failed" and "missing from storage" in row.error and row.attempts == 1
+    assert services.space_counts("pixels").failed == 1
+    assert services.image_embed(image_id=image.pk, space="simclr") == "skipped"
+    state = SpaceState.objects.get(key="simclr")
+    assert not state.available and "no SimCLR checkpoint configured" in state.reason
+
+
+def test_bulk_reindex_and_missing_only(use_spaces):
+    use_spaces("pixels")
+    images = _images(7)
+    default_storage.delete(images[3].file.name)
+    result = services.images_embed_bulk(space="pixels", batch_size=3)
+    assert (result.processed, result.failed) == (6, 1)
+    counts = services.space_counts("pixels")
+    assert (counts.total, counts.present, counts.failed, counts.missing, counts.stale) == (7, 6, 1, 0, 0)
+    new = add_image(ProductFactory())
+    again = services.images_embed_bulk(space="pixels", missing_only=True)
+    assert again.processed == 1 and ImageEmbedding.objects.filter(image=new, status="ok").exists()
+
+
+class UpgradedPixels(embedders.base.Embedder):
+    """The pixel baseline at another resolution: a genuine new model version with another dimension."""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        from search.embedders.pixels import PixelsEmbedder
+
+        self.inner = PixelsEmbedder(self.key)
+
+    @property
+    def model_id(self) -> str:
+        return "pixels 16x16"
+
+    def _load(self) -> None:
+        self.version, self.dimension = "pixels-16x16-v2", 16 * 16 * 3
+
+    def preprocess(self, image):  # type: ignore[no-untyped-def]
+        small = image.convert("RGB").resize((16, 16))
+        return np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
+
+    def encode_batch(self, batch):  # type: ignore[no-untyped-def]
+        return self.inner.encode_batch(batch)
+
+
+def test_model_upgrade_builds_beside_the_old_version_then_switches(use_spaces, settings):
+    use_spaces("pixels")
+    category = CategoryFactory()
+    products = [ProductFactory(category=category) for _ in range(4)]
+    for i, product in enumerate(products):
+        add_image(product, color=(60 * i, 20, 200 - 40 * i))
+    services.images_embed_bulk(space="pixels")
+    old = services.active_version("pixels")
+    before = selectors.similar_products(product=products[0], k=3, space="pixels")
+
+    settings.VITRINE_SPACES = {
+        **settings.VITRINE_SPACES,
+        "pixels": {"BACKEND": "tests.search.test_store_and_services.UpgradedPixels"},
+    }
+    embedders._instances.pop("pixels", None)
+    services.images_embed_bulk(space="pixels", image_ids=[products[0].images.get().pk, products[1].images.get().pk])
+    building = SpaceVersion.objects.get(space="pixels", version="pixels-16x16-v2")
+    assert building.state == "building" and services.active_version("pixels") == old
+    # Search still answers from the complete old version only.
+    assert selectors.similar_products(product=products[0], k=3, space="pixels") == before
+    assert services.space_counts("pixels").stale == 2
+
+    services.images_embed_bulk(space="pixels", missing_only=True)
+    assert services.active_version("pixels").version == "pixels-16x16-v2"
+    assert not ImageEmbedding.objects.filter(space="pixels", model_version=old.version).exists()
+    assert len(selectors.similar_products(product=products[0], k=3, space="pixels")) == 3
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = %s", [index_name("pixels", old.version)])
+        assert cursor.fetchone()[0] == 0
+    embedders._instances.pop("pixels", None)
+
+
+def test_similar_products_collapse_images_and_exclude_itself(use_spaces):
+    use_spaces("pixels")
+    query = ProductFactory()
+    add_image(query, color=(250, 0, 0))
+    twin = ProductFactory()
+    for shade in (245, 240, 235):
+        add_image(twin, color=(shade, 5, 5))
+    hidden = ProductFactory(is_active=False)
+    add_image(hidden, color=(250, 2, 2))
+    others = [ProductFactory() for _ in range(3)]
+    for i, product in enumerate(others):
+        add_image(product, color=(0, 80 * i, 250))
+    services.images_embed_bulk(space="pixels")
+    hits = selectors.similar_products(product=query, k=10, space="pixels")
+    ids = [h.product_id for h in hits]
+    assert ids[0] == twin.pk and query.pk not in ids and hidden.pk not in ids
+    assert len(ids) == len(set(ids)) == 4
+    assert all(-1.0 <= h.score <= 1.0 for h in hits)
+
+
+def test_product_without_vectors_says_so(use_spaces):
+    use_spaces("pixels")
+    product = ProductFactory()
+    with pytest.raises(selectors.NotIndexed):
+        selectors.similar_products(product=product, k=5, space="pixels")
+
+
+def test_text_space_embeds_title_and_description_and_skips_unchanged():
+    product = catalog_services.product_create(title="Linen shirt", description="Light and breathable")
+    assert services.product_embed(product_id=product.pk, space="text") == "ok"
+    assert services.product_embed(product_id=product.pk, space="text") == "exists"
+    product.description = "Heavy winter flannel"
+    product.save()
+    assert services.product_embed(product_id=product.pk, space="text") == "ok"
+    assert product.embeddings.get(space="text").vector is not None
+
+
+def test_metric_maths_by_hand():
+    rel = [True, False, True, False, False]
+    assert precision_at_k(rel, 5) == pytest.approx(0.4)
+    assert recall_at_k(rel, 5, n_relevant=4) == pytest.approx(0.5)
+    # AP@5 = (1/1 + 2/3) / min(5, 4)
+    assert average_precision_at_k(rel, 5, n_relevant=4) == pytest.approx((1 + 2 / 3) / 4)
+    assert average_precision_at_k([False] * 5, 5, n_relevant=3) == 0.0
+
+
+def test_evaluate_command_on_two_colour_families(use_spaces):
+    use_spaces("pixels")
+    reds, blues = CategoryFactory(name="Reds"), CategoryFactory(name="Blues")
+    for i in range(4):
+        add_image(ProductFactory(category=reds), color=(230 - 10 * i, 20 + 5 * i, 20))
+        add_image(ProductFactory(category=blues), color=(20, 20 + 5 * i, 230 - 10 * i))
+    # Give each image a pattern, so pixel vectors are not all alike after centring.
+    call_command("reindex", space="pixels", sync=True, no_progress=True, stdout=StringIO(), stderr=StringIO())
+    out = StringIO()
+    call_command("evaluate", space="pixels", k=3, as_json=True, stdout=out)
+    result = json.loads(out.getvalue())
+    assert {"space", "k", "n_queries", "precision_at_k", "recall_at_k", "map_at_k"} <= set(result)
+    assert result["n_queries"] == 8 and result["k"] == 3
+    assert result["precision_at_k"] == pytest.approx(1.0)
+    assert result["recall_at_k"] == pytest.approx(1.0)
+
+
+def test_reindex_command_queues_jobs_and_jobs_report_progress(use_spaces):
+    use_spaces("pixels", "text")
+    for _ in range(3):
+        add_image(ProductFactory(price=Decimal("5")))
+    out = StringIO()
+    call_command("reindex", stdout=out)
+    jobs = list(ReindexJob.objects.order_by("space"))
+    assert [j.space for j in jobs] == ["pixels", "text"] and "queued reindex job" in out.getvalue()
+    for job in jobs:
+        done = services.reindex_job_run(job_id=job.pk)
+        assert done.status == "done" and done.processed == done.total == 3
+
+
+def test_unavailable_space_fails_its_job_with_the_reason(use_spaces):
+    use_spaces("simclr", simclr={"CHECKPOINT": ""})
+    job = services.reindex_job_create(space="simclr")
+    done = services.reindex_job_run(job_id=job.pk)
+    assert done.status == "failed" and "no SimCLR checkpoint" in done.error

@@ -1,0 +1,100 @@
+"""The on-upload path end to end: a real Celery worker on the real (embedded) Redis, real Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import connection
+
+from catalog import services as catalog_services
+from search import selectors
+from search.models import ImageEmbedding, ProductEmbedding, SpaceState
+from tests.imagefactory import image_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+SPACES = "pixels,cnn,text"
+
+
+@pytest.fixture
+def worker(settings, _media_root) -> Iterator[subprocess.Popen[str]]:  # type: ignore[no-untyped-def]
+    settings.VITRINE_ENABLED_SPACES = SPACES.split(",")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "VITRINE_DB_NAME": connection.settings_dict["NAME"],  # the test database
+        "VITRINE_MEDIA_ROOT": str(_media_root),
+        "VITRINE_ENABLED_SPACES": SPACES,
+        "VITRINE_HOME": str(settings.VITRINE_HOME),
+    }
+    if os.environ.get("DATABASE_URL"):
+        env["VITRINE_DB_NAME"] = connection.settings_dict["NAME"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "embeddings,default", "--pool", "solo",
+         "--purge", "--loglevel", "INFO", "--hostname", f"pipeline-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    # --purge drops leftovers of earlier runs; start uploading only once the worker is consuming.
+    _wait(lambda: any(" ready." in line for line in lines) or process.poll() is not None, 60)
+    assert process.poll() is None, "".join(lines)
+    yield process
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    reader.join(timeout=5)
+    print("".join(lines)[-6000:])  # shown by pytest when the test failed
+
+
+def _wait(predicate, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for the worker")
+
+
+def test_upload_is_embedded_by_the_worker_and_becomes_searchable(worker):
+    product = catalog_services.product_create(title="Red kettle", description="Enamel, 1.5 litres")
+    image = catalog_services.product_image_add(product=product, file=image_bytes(size=(200, 160)))
+    other = catalog_services.product_create(title="Blue kettle")
+    catalog_services.product_image_add(product=other, file=image_bytes(size=(200, 160), color=(20, 40, 200)))
+
+    _wait(lambda: ImageEmbedding.objects.filter(image__product__in=[product, other], status="ok").count() == 4, 30)
+    vectors = {(row.space, row.image_id): row for row in ImageEmbedding.objects.all()}
+    assert len(vectors[("cnn", image.pk)].vector) == 1280 and len(vectors[("pixels", image.pk)].vector) == 3072
+    _wait(lambda: ProductEmbedding.objects.filter(product__in=[product, other], space="text").count() == 2)
+    # The worker's probe recorded what it could load.
+    _wait(lambda: SpaceState.objects.filter(key__in=SPACES.split(","), available=True).count() == 3)
+    hits = selectors.similar_products(product=product, k=5, space="cnn")
+    assert [h.product_id for h in hits] == [other.pk]
+
+
+def test_an_image_that_cannot_be_read_ends_failed_with_its_reason(worker):
+    product = catalog_services.product_create(title="Ghost lamp")
+    data = image_bytes()
+    # The file disappears between the upload and the worker (e.g. storage trouble).
+    from django.db import transaction
+
+    with transaction.atomic():
+        image = catalog_services.product_image_add(product=product, file=data)
+        default_storage.delete(image.file.name)
+    _wait(lambda: ImageEmbedding.objects.filter(image=image, space="cnn", status="failed").exists())
+    row = ImageEmbedding.objects.get(image=image, space="cnn")
+    assert "missing from storage" in row.error
+    assert settings.VITRINE_EMBED_MAX_ATTEMPTS >= 1
