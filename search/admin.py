@@ -29,6 +29,7 @@ class SpaceStateAdmin(admin.ModelAdmin):
     list_display = ["key", "enabled", "status", "active_version", "counts", "checked_at"]
     list_display_links = ["key"]
     ordering = ["key"]
+    actions = ["sweep_now"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -59,6 +60,13 @@ class SpaceStateAdmin(admin.ModelAdmin):
     def counts(self, obj: SpaceState) -> str:
         c = services.space_counts(obj.key)
         return f"{c.present} / {c.missing} / {c.stale} / {c.failed}  (of {c.total})"
+
+    @admin.action(description="Sweep: queue images whose vectors are missing or stale", permissions=["change"])
+    def sweep_now(self, request: HttpRequest, queryset: QuerySet[SpaceState]) -> None:
+        keys = [key for key in queryset.values_list("key", flat=True) if key in settings.VITRINE_ENABLED_SPACES]
+        queued = services.sweep(spaces=keys)
+        summary = ", ".join(f"{key}: {n}" for key, n in queued.items()) or "nothing enabled selected"
+        self.message_user(request, f"Queued for embedding: {summary}.", messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
         custom = [

@@ -267,3 +267,44 @@ def test_unavailable_space_fails_its_job_with_the_reason(use_spaces):
     job = services.reindex_job_create(space="simclr")
     done = services.reindex_job_run(job_id=job.pk)
     assert done.status == "failed" and "no SimCLR checkpoint" in done.error
+
+
+class BrokenEmbedder(embedders.base.Embedder):
+    """A model that loads but crashes on every batch (out of memory, a bad kernel…)."""
+
+    @property
+    def model_id(self) -> str:
+        return "broken"
+
+    def _load(self) -> None:
+        self.version, self.dimension = "broken-v1", 8
+
+    def preprocess(self, image):  # type: ignore[no-untyped-def]
+        return np.zeros(8, dtype=np.float32)
+
+    def encode_batch(self, batch):  # type: ignore[no-untyped-def]
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_an_image_that_keeps_failing_ends_failed_after_bounded_attempts(settings, use_spaces):
+    from search.tasks import image_embed_task
+
+    settings.VITRINE_SPACES = {**settings.VITRINE_SPACES,
+                               "broken": {"BACKEND": "tests.search.test_store_and_services.BrokenEmbedder"}}
+    use_spaces("broken")
+    settings.VITRINE_EMBED_MAX_ATTEMPTS = 3
+    image = _images(1)[0]
+    # Eager apply runs the task's retries in this process, backoff aside.
+    result = image_embed_task.apply(args=[image.pk, "broken"])
+    assert result.get(propagate=False) == "failed"
+    row = ImageEmbedding.objects.get(image=image, space="broken")
+    assert row.status == "failed" and row.attempts == 3 and "illegal memory access" in row.error
+    assert services.space_counts("broken").failed == 1
+
+
+def test_sweep_counts_missing_and_stale_images(use_spaces):
+    use_spaces("pixels", "text")
+    images = _images(5)
+    services.images_embed_bulk(space="pixels", image_ids=[images[0].pk, images[1].pk])
+    queued = services.sweep()
+    assert queued == {"pixels": 3, "text": 5}
