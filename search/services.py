@@ -180,7 +180,12 @@ class SpaceCounts:
 
 
 def space_counts(space: str) -> SpaceCounts:
-    """Counts for the admin: present/failed in the current version, stale = only an older version."""
+    """Counts for the admin: present/failed in the current version, stale = only an older version.
+
+    Image spaces count images; text spaces count products (stale also covers edited text).
+    """
+    if embedders.modalities(space) == frozenset({embedders.TEXT}):
+        return _text_space_counts(space)
     total = ProductImage.objects.count()
     version = current_version(space)
     if version is None:
@@ -193,6 +198,28 @@ def space_counts(space: str) -> SpaceCounts:
     stale = missing.filter(Exists(older)).count()
     return SpaceCounts(total=total, present=ok.count(), failed=failed.count(), stale=stale,
                        missing=missing.count() - stale)  # fmt: skip
+
+
+def _text_space_counts(space: str) -> SpaceCounts:
+    total = Product.objects.count()
+    version = current_version(space)
+    if version is None:
+        return SpaceCounts(total=total, present=0, missing=total, stale=0, failed=0)
+    rows = ProductEmbedding.objects.filter(space=space, model_version=version)
+    current = {pk: h for pk, h in rows.filter(status=EmbeddingStatus.OK).values_list("product_id", "source_hash")}
+    failed = rows.filter(status=EmbeddingStatus.FAILED).count()
+    present = stale = 0
+    for product in Product.objects.only("id", "title", "description"):
+        if product.pk in current:
+            if current[product.pk] == hashlib.sha256(product_text(product).encode()).hexdigest():
+                present += 1
+            else:
+                stale += 1
+    older = ProductEmbedding.objects.filter(space=space).exclude(model_version=version).exclude(
+        product_id__in=list(current)).values("product_id").distinct().count()  # fmt: skip
+    stale += older
+    return SpaceCounts(total=total, present=present, missing=max(0, total - present - stale - failed), stale=stale,
+                       failed=failed)  # fmt: skip
 
 
 # --- computing vectors --------------------------------------------------------------------------

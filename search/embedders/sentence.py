@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,6 +31,21 @@ WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".onnx"}
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the hub. huggingface_hub itself retries with backoff for minutes when it is down."""
+    url = urlsplit(_hub_endpoint())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def resolve_model(source: str) -> tuple[str, Path | None]:
@@ -82,6 +99,13 @@ class SentenceTransformerEmbedder(Embedder):
         configure_torch_threads()
         self.device = torch_device(self.device_preference)
         name, local = resolve_model(self.source)
+        if local is not None:
+            name = str(local)  # load the cached snapshot by path: no hub round-trips at all
+        elif not _hub_reachable():
+            raise SpaceUnavailable(
+                f"{self.source} is not in the local Hugging Face cache and the hub ({_hub_endpoint()}) cannot be "
+                "reached; download it once on a connected machine or set the model to a local path"
+            )
         try:
             self.model = SentenceTransformer(name, device=self.device)
         except (OSError, ValueError) as exc:

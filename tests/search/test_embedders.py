@@ -120,3 +120,13 @@ def test_registry_knows_modalities_without_loading(settings):
     assert embedders.image_spaces() == ["pixels", "cnn", "simclr", "clip"]
     assert embedders.text_spaces() == ["text"]
     assert embedders.modalities("clip") == {"image", "text"}
+
+
+def test_clip_by_name_with_the_hub_unreachable_fails_within_seconds(use_spaces, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    use_spaces("clip", clip={"MODEL": "clip-ViT-B-32"})
+    started = time.monotonic()
+    with pytest.raises(SpaceUnavailable, match="cannot be reached"):
+        embedders.load("clip")
+    assert time.monotonic() - started < 5

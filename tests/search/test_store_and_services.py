@@ -289,8 +289,10 @@ class BrokenEmbedder(embedders.base.Embedder):
 def test_an_image_that_keeps_failing_ends_failed_after_bounded_attempts(settings, use_spaces):
     from search.tasks import image_embed_task
 
-    settings.VITRINE_SPACES = {**settings.VITRINE_SPACES,
-                               "broken": {"BACKEND": "tests.search.test_store_and_services.BrokenEmbedder"}}
+    settings.VITRINE_SPACES = {
+        **settings.VITRINE_SPACES,
+        "broken": {"BACKEND": "tests.search.test_store_and_services.BrokenEmbedder"},
+    }
     use_spaces("broken")
     settings.VITRINE_EMBED_MAX_ATTEMPTS = 3
     image = _images(1)[0]
@@ -308,3 +310,13 @@ def test_sweep_counts_missing_and_stale_images(use_spaces):
     services.images_embed_bulk(space="pixels", image_ids=[images[0].pk, images[1].pk])
     queued = services.sweep()
     assert queued == {"pixels": 3, "text": 5}
+
+
+def test_text_space_counts_products_and_notices_edited_text():
+    products = [catalog_services.product_create(title=f"Mug {i}") for i in range(3)]
+    for product in products[:2]:
+        services.product_embed(product_id=product.pk, space="text")
+    products[1].title = "Mug, now bigger"
+    products[1].save()
+    counts = services.space_counts("text")
+    assert (counts.total, counts.present, counts.stale, counts.missing) == (3, 1, 1, 1)
