@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from catalog.models import Product
-from search import selectors
+from search import embedders, selectors
 from search.models import EmbeddingStatus, ImageEmbedding, SpaceVersion
 
 
@@ -55,6 +55,9 @@ def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | 
     Relevant = the other indexed products of its category. Queries with no such
     product are left out.
     """
+    if embedders.IMAGE not in embedders.modalities(space):
+        raise NothingToEvaluate(f"the {space} space embeds product text, not images; leave-one-out image "
+                                "retrieval needs an image space (pixels, cnn, simclr or clip)")  # fmt: skip
     version = SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.ACTIVE).first()
     if version is None:
         raise NothingToEvaluate(f"the {space} space has no active vectors; run `manage.py reindex --space {space}`")

@@ -386,7 +386,7 @@ def _batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int
 
 def images_embed_bulk(
     *, space: str, image_ids: Iterable[int] | None = None, missing_only: bool = False, batch_size: int | None = None,
-    progress: Callable[[int], None] | None = None, decode_workers: int = 2,
+    progress: Callable[[int], None] | None = None, decode_workers: int = 1,
 ) -> BulkResult:  # fmt: skip
     """Embed many images in batches, decoding the next batch while the model runs the current one.
 
