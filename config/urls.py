@@ -12,6 +12,7 @@ admin.site.index_title = "Catalogue and search"
 urlpatterns: list[URLPattern | URLResolver] = [
     path("admin/", admin.site.urls),
     path("", include("catalog.urls")),
+    path("", include("search.urls")),
 ]
 
 

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Q
+from PIL import Image
 
 from catalog.models import Product
 from search.models import EmbeddingStatus, ImageEmbedding, SpaceState, SpaceVersion
-from search.vectorstores import ImageHit, get_store
+from search.vectorstores import Filters, ImageHit, get_store
 
 
 @dataclass(frozen=True)
@@ -59,28 +61,144 @@ def product_query_vector(*, product: Product, space: str, version: str) -> np.nd
     return np.asarray(rows[0], dtype=np.float32)
 
 
-def similar_products(*, product: Product, k: int = 10, space: str | None = None) -> list[ProductHit]:
+def similar_products(*, product: Product, k: int = 10, space: str | None = None,
+                     filters: Filters | None = None) -> list[ProductHit]:  # fmt: skip
     """The ``k`` products whose images are nearest to ``product``'s, itself excluded, one entry per product.
 
     Raises :class:`NotIndexed` when the product (or the space) has no vectors yet.
     """
     space = space or primary_image_space()
+    version = active_version(space)
+    query = product_query_vector(product=product, space=space, version=version.version)
+    return similar_to_vector(vector=query, space=space, version=version, k=k, exclude_product_id=product.pk,
+                             filters=filters)  # fmt: skip
+
+
+def active_version(space: str) -> SpaceVersion:
     version = SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.ACTIVE).first()
     if version is None:
         raise NotIndexed(f"the {space} space has no vectors yet")
-    query = product_query_vector(product=product, space=space, version=version.version)
-    return similar_to_vector(vector=query, space=space, version=version, k=k, exclude_product_id=product.pk)
+    return version
 
 
-def similar_to_vector(*, vector: np.ndarray, space: str, version: SpaceVersion, k: int,
-                      exclude_product_id: int | None = None) -> list[ProductHit]:  # fmt: skip
+def similar_to_vector(
+    *, vector: np.ndarray, space: str, version: SpaceVersion, k: int, exclude_product_id: int | None = None,
+    filters: Filters | None = None,
+) -> list[ProductHit]:  # fmt: skip
     """Nearest products to a query vector; over-fetches images until ``k`` distinct products are found."""
     store = get_store()
     fetch = max(4 * k, 20)
     while True:
         hits = store.nearest_images(space=space, version=version.version, dimension=version.dimension,
-                                    vector=vector, k=fetch, exclude_product_id=exclude_product_id)  # fmt: skip
+                                    vector=vector, k=fetch, exclude_product_id=exclude_product_id,
+                                    filters=filters)  # fmt: skip
         products = collapse_to_products(hits, k)
         if len(products) >= k or len(hits) < fetch or fetch >= 5000:
             return products
         fetch *= 4
+
+
+# --- shopper searches ----------------------------------------------------------------------------
+
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.)
+
+
+@dataclass
+class SearchHit:
+    product_id: int
+    score: float  # fused (RRF) score for hybrid search, cosine similarity otherwise
+    sources: dict[str, float]  # per-source score: cosine for vector spaces, ts_rank for full text
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[SearchHit]
+    space: str  # "hybrid", or the one space that answered
+    sources: list[str]
+    notices: list[str]
+
+
+def products_in_order(ids: list[int]) -> list[Product]:
+    """Published products for these ids, in this order, ready for cards (queries do not grow with k)."""
+    found = Product.objects.published().for_listing().in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
+
+
+def _fts(query: str, k: int, filters: Filters | None) -> list[tuple[int, float]]:
+    from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+    vector = SearchVector("title", weight="A", config="english") + SearchVector(
+        "description", weight="B", config="english")  # fmt: skip
+    search = SearchQuery(query, search_type="websearch", config="english")
+    products = Product.objects.published()
+    if filters is not None:
+        if filters.category_path:
+            products = products.filter(Q(category__path=filters.category_path)
+                                       | Q(category__path__startswith=filters.category_path + "/"))  # fmt: skip
+        if filters.price_min is not None:
+            products = products.filter(price__gte=filters.price_min)
+        if filters.price_max is not None:
+            products = products.filter(price__lte=filters.price_max)
+        if filters.in_stock:
+            products = products.filter(stock__gt=0)
+    rows = (products.annotate(document=vector, rank=SearchRank(vector, search)).filter(document=search)
+            .order_by("-rank", "id").values_list("id", "rank")[:k])  # fmt: skip
+    return [(pk, float(rank)) for pk, rank in rows]
+
+
+def text_search(*, query: str, k: int = 48, filters: Filters | None = None, space: str | None = None) -> SearchOutcome:
+    """Free-text search: CLIP text-to-image, the ``text`` space and Postgres full-text search, fused by RRF.
+
+    ``space`` limits it to one vector space ("clip" or "text"). A source that cannot
+    answer (model unavailable, no vectors yet) is left out and named in ``notices``.
+    """
+    from search import embedders
+
+    rankings: dict[str, list[tuple[int, float]]] = {}
+    notices: list[str] = []
+    wanted = [space] if space else [key for key in ("clip", "text") if key in settings.VITRINE_ENABLED_SPACES]
+    for key in wanted:
+        try:
+            embedder = embedders.load(key)
+            version = active_version(key)
+            vector = embedder.embed_texts([query])[0]
+        except (embedders.SpaceUnavailable, NotIndexed) as exc:
+            reason = getattr(exc, "reason", str(exc))
+            notices.append(f"{'Image search by text (CLIP)' if key == 'clip' else 'The text model'} is "
+                           f"unavailable right now ({reason}); results come from the other sources.")  # fmt: skip
+            continue
+        # A vector search always returns k neighbours; below this similarity they are noise, not matches.
+        floor = float(settings.VITRINE_MIN_QUERY_SIMILARITY.get(key, 0.0))
+        if embedders.IMAGE in embedders.modalities(key):
+            nearest = similar_to_vector(vector=vector, space=key, version=version, k=k, filters=filters)
+            rankings[key] = [(h.product_id, h.score) for h in nearest if h.score >= floor]
+        else:
+            found = get_store().nearest_products(space=key, version=version.version, dimension=version.dimension,
+                                                 vector=vector, k=k, filters=filters)  # fmt: skip
+            rankings[key] = [(pk, 1.0 - distance) for pk, distance in found if 1.0 - distance >= floor]
+    if space is None:
+        rankings["fulltext"] = _fts(query, k, filters)
+    if len(rankings) == 1:
+        ((name, ranking),) = rankings.items()
+        single = [SearchHit(product_id=pk, score=score, sources={name: score}) for pk, score in ranking]
+        return SearchOutcome(hits=single, space=space or name, sources=[name], notices=notices)
+    fused: dict[int, SearchHit] = {}
+    for name, ranking in rankings.items():
+        for rank, (pk, score) in enumerate(ranking, start=1):
+            hit = fused.setdefault(pk, SearchHit(product_id=pk, score=0.0, sources={}))
+            hit.score += 1.0 / (RRF_K + rank)
+            hit.sources[name] = score
+    best = sorted(fused.values(), key=lambda h: (-h.score, h.product_id))[:k]
+    return SearchOutcome(hits=best, space="hybrid", sources=list(rankings), notices=notices)
+
+
+def photo_search(*, image: Image.Image, k: int = 24, filters: Filters | None = None,
+                 space: str | None = None) -> tuple[list[ProductHit], str]:  # fmt: skip
+    """Products whose images look like ``image`` (already validated, RGB). Returns (hits, space used)."""
+    from search import embedders
+
+    space = space or primary_image_space()
+    embedder = embedders.load(space)  # warm after the first request in this process
+    version = active_version(space)
+    vector = embedder.embed_images([image])[0]
+    return similar_to_vector(vector=vector, space=space, version=version, k=k, filters=filters), space

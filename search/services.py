@@ -115,7 +115,8 @@ def version_register(*, space: str, version: str, dimension: int) -> SpaceVersio
                       "state": SpaceVersion.State.BUILDING if has_active else SpaceVersion.State.ACTIVE,
                       "activated_at": None if has_active else timezone.now()},
         )  # fmt: skip
-    get_store().ensure_version(space=space, version=version, dimension=dimension)
+    is_text = embedders.modalities(space) == frozenset({embedders.TEXT})
+    get_store().ensure_version(space=space, version=version, dimension=dimension, products=is_text)
     row.refresh_from_db()
     return row
 

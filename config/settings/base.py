@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",
     "config.apps.VitrineConfig",
     "catalog",
     "search",
@@ -195,13 +196,19 @@ VITRINE_SPACES: dict[str, dict] = {
                                       "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt")},
     },
     "clip": {"BACKEND": "search.embedders.sentence.ClipEmbedder",
-             "OPTIONS": {"MODEL": env("VITRINE_CLIP_MODEL", "clip-ViT-B-32")}},
+             # QUERY_TEXT_MODEL: another text encoder for queries into the same image space, e.g.
+             # clip-ViT-B-32-multilingual-v1 for queries in 50+ languages.
+             "OPTIONS": {"MODEL": env("VITRINE_CLIP_MODEL", "clip-ViT-B-32"),
+                         "QUERY_TEXT_MODEL": env("VITRINE_CLIP_QUERY_TEXT_MODEL", "")}},
     "text": {"BACKEND": "search.embedders.sentence.TextEmbedder", "OPTIONS": {"MODEL": env("VITRINE_TEXT_MODEL", "")}},
 }  # fmt: skip
 VITRINE_ENABLED_SPACES = env_list("VITRINE_ENABLED_SPACES", list(VITRINE_SPACES))
 VITRINE_PRIMARY_IMAGE_SPACE = str(env("VITRINE_PRIMARY_IMAGE_SPACE", "clip"))
 VITRINE_FALLBACK_IMAGE_SPACE = str(env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
 # An image whose embedding keeps failing is marked failed after this many attempts.
+VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
+# Text queries: vector hits below this cosine similarity are dropped as noise (per space).
+VITRINE_MIN_QUERY_SIMILARITY = {"text": 0.3, "clip": 0.0}
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
 VITRINE_REINDEX_BATCH = env_int("VITRINE_REINDEX_BATCH", 32)
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))

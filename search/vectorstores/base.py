@@ -4,8 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Shopper filters applied inside the vector search (not after it), so k results still come back."""
+
+    category_path: str | None = None  # the category and everything below it
+    price_min: Decimal | None = None
+    price_max: Decimal | None = None
+    in_stock: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.category_path or self.price_min is not None or self.price_max is not None or self.in_stock)
 
 
 @dataclass(frozen=True)
@@ -21,8 +36,11 @@ class ImageHit:
 
 
 class VectorStore:
-    def ensure_version(self, *, space: str, version: str, dimension: int) -> None:
-        """Prepare storage and an index for a (space, model version) before vectors arrive."""
+    def ensure_version(self, *, space: str, version: str, dimension: int, products: bool = False) -> None:
+        """Prepare storage and an index for a (space, model version) before vectors arrive.
+
+        ``products=True`` for text spaces, whose vectors belong to products rather than images.
+        """
         raise NotImplementedError
 
     def upsert_images(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
@@ -31,9 +49,15 @@ class VectorStore:
 
     def nearest_images(
         self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int,
-        exclude_product_id: int | None = None, published_only: bool = True,
+        exclude_product_id: int | None = None, published_only: bool = True, filters: Filters | None = None,
     ) -> list[ImageHit]:  # fmt: skip
         """The ``k`` nearest stored images, best first."""
+        raise NotImplementedError
+
+    def nearest_products(
+        self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int, filters: Filters | None = None,
+    ) -> list[tuple[int, float]]:  # fmt: skip
+        """The ``k`` nearest products of a text space as (product_id, cosine distance), best first."""
         raise NotImplementedError
 
     def drop_version(self, *, space: str, version: str) -> None:

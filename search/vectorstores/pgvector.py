@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 from pgvector import HalfVector, Vector
 
-from search.models import EmbeddingStatus, ImageEmbedding, SpaceVersion
-from search.vectorstores.base import ImageHit, VectorStore
+from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
+from search.vectorstores.base import Filters, ImageHit, VectorStore
 
 _SAFE = re.compile(r"^[A-Za-z0-9._:+-]{1,200}$")
 HNSW_M = 16
@@ -33,6 +34,36 @@ def _literal(value: str) -> str:
     return "'" + value + "'"
 
 
+def _filter_sql(filters: Filters | None) -> tuple[list[str], list[object]]:
+    """SQL conditions on ``p`` (product) and ``c`` (category) for the shopper filters."""
+    if filters is None:
+        return [], []
+    conditions: list[str] = []
+    params: list[object] = []
+    if filters.category_path:
+        conditions.append("(c.path = %s OR c.path LIKE %s)")
+        params += [filters.category_path, filters.category_path.replace("%", r"\%").replace("_", r"\_") + "/%"]
+    if filters.price_min is not None:
+        conditions.append("p.price >= %s")
+        params.append(filters.price_min)
+    if filters.price_max is not None:
+        conditions.append("p.price <= %s")
+        params.append(filters.price_max)
+    if filters.in_stock:
+        conditions.append("p.stock > 0")
+    return conditions, params
+
+
+def _run_vector_query(sql: str, params: list[Any], k: int) -> list[tuple[Any, ...]]:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # pgvector 0.8 iterative scans: when filters reject candidates, keep walking the
+        # index instead of returning fewer than k rows.
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * int(k)))}")
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
 def storage_type(dimension: int) -> str:
     return "vector" if dimension <= 2000 else "halfvec"
 
@@ -44,14 +75,15 @@ def index_name(space: str, version: str) -> str:
 class PgVectorStore(VectorStore):
     table = ImageEmbedding._meta.db_table
 
-    def ensure_version(self, *, space: str, version: str, dimension: int) -> None:
+    def ensure_version(self, *, space: str, version: str, dimension: int, products: bool = False) -> None:
         kind = storage_type(dimension)
         if dimension > 4000:
             raise ValueError(f"{dimension}-d vectors exceed what HNSW can index (4,000 as halfvec)")
         name = index_name(space, version)
+        table = ProductEmbedding._meta.db_table if products else self.table
         concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
         sql = (
-            f"CREATE INDEX {concurrently}IF NOT EXISTS {connection.ops.quote_name(name)} ON {self.table} "
+            f"CREATE INDEX {concurrently}IF NOT EXISTS {connection.ops.quote_name(name)} ON {table} "
             f"USING hnsw ((vector::{kind}({dimension})) {kind}_cosine_ops) "
             f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
             f"WHERE space = {_literal(space)} AND model_version = {_literal(version)}"
@@ -79,37 +111,57 @@ class PgVectorStore(VectorStore):
 
     def nearest_images(
         self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int,
-        exclude_product_id: int | None = None, published_only: bool = True,
+        exclude_product_id: int | None = None, published_only: bool = True, filters: Filters | None = None,
     ) -> list[ImageHit]:  # fmt: skip
         kind = storage_type(dimension)
         expression = f"(e.vector::{kind}({dimension}))"
-        wrapped = HalfVector(vector) if kind == "halfvec" else Vector(vector)
+        query = (HalfVector(vector) if kind == "halfvec" else Vector(vector)).to_text()
         conditions = [f"e.space = {_literal(space)}", f"e.model_version = {_literal(version)}", "e.status = 'ok'"]
-        params: list[str | int] = [wrapped.to_text()]
+        params: list[object] = [query]
         if published_only:
             conditions.append("p.is_active")
         if exclude_product_id is not None:
             conditions.append("i.product_id <> %s")
             params.append(int(exclude_product_id))
-        params += [wrapped.to_text(), int(k)]
+        more, more_params = _filter_sql(filters)
+        conditions += more
+        params += more_params
+        params += [query, int(k)]
         sql = (
             f"SELECT e.image_id, i.product_id, {expression} <=> %s::{kind}({dimension}) AS distance "
             f"FROM {self.table} e "
             "JOIN catalog_productimage i ON i.id = e.image_id "
             "JOIN catalog_product p ON p.id = i.product_id "
+            "LEFT JOIN catalog_category c ON c.id = p.category_id "
             f"WHERE {' AND '.join(conditions)} "
             f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT %s"
         )
-        with transaction.atomic(), connection.cursor() as cursor:
-            # pgvector 0.8: keep scanning the index until enough rows pass the filters.
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * int(k)))}")
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
+        rows = _run_vector_query(sql, params, k)
         hits = [ImageHit(image_id=r[0], product_id=r[1], distance=float(r[2])) for r in rows]
         return sorted(hits, key=lambda h: (h.distance, h.image_id))  # relaxed order: re-sort the few we got
+
+    def nearest_products(
+        self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int, filters: Filters | None = None,
+    ) -> list[tuple[int, float]]:  # fmt: skip
+        kind = storage_type(dimension)
+        expression = f"(e.vector::{kind}({dimension}))"
+        query = (HalfVector(vector) if kind == "halfvec" else Vector(vector)).to_text()
+        conditions = [f"e.space = {_literal(space)}", f"e.model_version = {_literal(version)}", "e.status = 'ok'",
+                      "p.is_active"]  # fmt: skip
+        more, more_params = _filter_sql(filters)
+        sql = (
+            f"SELECT e.product_id, {expression} <=> %s::{kind}({dimension}) AS distance "
+            f"FROM {ProductEmbedding._meta.db_table} e "
+            "JOIN catalog_product p ON p.id = e.product_id "
+            "LEFT JOIN catalog_category c ON c.id = p.category_id "
+            f"WHERE {' AND '.join(conditions + more)} "
+            f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT %s"
+        )
+        rows = _run_vector_query(sql, [query, *more_params, query, int(k)], k)
+        return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda h: (h[1], h[0]))
 
     def drop_version(self, *, space: str, version: str) -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX IF EXISTS {connection.ops.quote_name(index_name(space, version))}")
         ImageEmbedding.objects.filter(space=space, model_version=version).delete()
+        ProductEmbedding.objects.filter(space=space, model_version=version).delete()

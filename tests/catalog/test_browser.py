@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -18,47 +15,7 @@ from catalog.models import Product
 from tests.factories import add_image
 from tests.imagefactory import image_bytes, truncated_jpeg
 
-CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"Chromium not found at {CHROMIUM}; apt-get install chromium to run browser tests")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls our tests make
-    # around it are still plain synchronous code.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, live_server):  # type: ignore[no-untyped-def]
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
 
 
 def _images_loaded(page) -> bool:  # type: ignore[no-untyped-def]

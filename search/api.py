@@ -1,0 +1,226 @@
+"""JSON API: similar products, text search, photo search, and its OpenAPI schema.
+
+Every search answers ``{"results": [{"product_id", "title", "url", "score", "image_url"}...], "space": KEY}``,
+best first, one entry per product. Errors answer ``{"error": MESSAGE}`` with a 4xx status
+(503 when a model the request needs cannot be loaded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from catalog.models import Category, Product
+from catalog.services import ImageRejected, image_inspect
+from search import embedders, selectors
+from search.forms import MAX_QUERY_LENGTH
+from search.vectorstores import Filters
+
+MAX_K = 100
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def api_view(view: Callable[..., dict[str, Any]]) -> Callable[..., JsonResponse]:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        try:
+            return JsonResponse(view(request, *args, **kwargs))
+        except ApiError as exc:
+            return JsonResponse({"error": exc.message}, status=exc.status)
+        except embedders.SpaceUnavailable as exc:
+            return JsonResponse({"error": f"the model for this search is unavailable: {exc.reason}"}, status=503)
+
+    return wrapper
+
+
+def _k(request: HttpRequest) -> int:
+    raw = request.GET.get("k", "10")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
+        raise ApiError(f"k must be a whole number from 1 to {MAX_K}, not {raw[:20]!r}")
+    return int(raw)
+
+
+def _space(request: HttpRequest, modality: str) -> str | None:
+    space = request.GET.get("space")
+    if not space:
+        return None
+    usable = [key for key in embedders.enabled() if modality in embedders.modalities(key)]
+    if space not in usable:
+        raise ApiError(f"space must be one of {', '.join(usable)} for this search, not {space[:40]!r}")
+    return space
+
+
+def _price(request: HttpRequest, name: str) -> Decimal | None:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ApiError(f"{name} must be a number, not {raw[:20]!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ApiError(f"{name} must be a non-negative number")
+    return value
+
+
+def _filters(request: HttpRequest) -> Filters:
+    path = None
+    if slug := request.GET.get("category"):
+        category = Category.objects.filter(slug=slug).first()
+        if category is None:
+            raise ApiError(f"unknown category {slug[:60]!r}")
+        path = category.path
+    low, high = _price(request, "price_min"), _price(request, "price_max")
+    if low is not None and high is not None and low > high:
+        raise ApiError("price_min is above price_max")
+    in_stock = request.GET.get("in_stock", "").lower() in {"1", "true", "yes"}
+    return Filters(category_path=path, price_min=low, price_max=high, in_stock=in_stock)
+
+
+def _results(request: HttpRequest, scored: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    products = selectors.products_in_order([pk for pk, _ in scored])
+    scores = dict(scored)
+    out = []
+    for product in products:
+        image = product.primary_image
+        out.append({
+            "product_id": product.pk,
+            "title": product.title,
+            "url": request.build_absolute_uri(product.get_absolute_url()),
+            "score": round(float(scores[product.pk]), 6),
+            "image_url": request.build_absolute_uri(image.thumbnail_url) if image else None,
+        })  # fmt: skip
+    return out
+
+
+@require_GET
+@api_view
+def product_similar(request: HttpRequest, pk: int) -> dict[str, Any]:
+    product = Product.objects.published().select_related("category").filter(pk=pk).first()
+    if product is None:
+        raise ApiError(f"no published product with id {pk}", status=404)
+    k, space = _k(request), _space(request, embedders.IMAGE) or selectors.primary_image_space()
+    filters = _filters(request)
+    if request.GET.get("same_category", "").lower() in {"1", "true", "yes"} and product.category:
+        filters = Filters(category_path=product.category.path, price_min=filters.price_min,
+                          price_max=filters.price_max, in_stock=filters.in_stock)  # fmt: skip
+    try:
+        hits = selectors.similar_products(product=product, k=k, space=space, filters=filters)
+    except selectors.NotIndexed as exc:
+        raise ApiError(f"{exc}; try again shortly", status=409) from None
+    return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": space}
+
+
+@require_GET
+@api_view
+def search(request: HttpRequest) -> dict[str, Any]:
+    query = request.GET.get("q", "").strip()
+    if not query:
+        raise ApiError("q (the search text) is required")
+    if len(query) > MAX_QUERY_LENGTH:
+        raise ApiError(f"q is longer than {MAX_QUERY_LENGTH} characters")
+    k, space, filters = _k(request), _space(request, embedders.TEXT), _filters(request)
+    outcome = selectors.text_search(query=query, k=k, filters=filters, space=space)
+    body: dict[str, Any] = {"results": _results(request, [(h.product_id, h.score) for h in outcome.hits]),
+                            "space": outcome.space, "sources": outcome.sources}  # fmt: skip
+    if outcome.notices:
+        body["notices"] = outcome.notices
+    return body
+
+
+@csrf_exempt  # a read-only query: nothing is stored, no session is used
+@require_POST
+@api_view
+def search_image(request: HttpRequest) -> dict[str, Any]:
+    upload = request.FILES.get("image")
+    if upload is None:
+        raise ApiError("send the photo as multipart form field 'image'")
+    k, space, filters = _k(request), _space(request, embedders.IMAGE), _filters(request)
+    try:
+        inspected = image_inspect(upload)
+    except ImageRejected as exc:
+        raise ApiError(f"image rejected: {exc.reason}") from None
+    try:
+        hits, used = selectors.photo_search(image=inspected.rgb, k=k, filters=filters, space=space)
+    except selectors.NotIndexed as exc:
+        raise ApiError(str(exc), status=409) from None
+    return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": used}
+
+
+def _param(name: str, description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+@require_GET
+def schema(request: HttpRequest) -> JsonResponse:
+    """OpenAPI 3.1 description of this API."""
+    image_spaces = [key for key in settings.VITRINE_SPACES if embedders.IMAGE in embedders.modalities(key)]
+    text_spaces = [key for key in settings.VITRINE_SPACES if embedders.TEXT in embedders.modalities(key)]
+    k = _param("k", f"How many products (1–{MAX_K}).", {"type": "integer", "minimum": 1, "maximum": MAX_K,
+                                                         "default": 10})  # fmt: skip
+    filters = [
+        _param("category", "Category slug; includes its subcategories.", {"type": "string"}),
+        _param("price_min", "Lowest price.", {"type": "number", "minimum": 0}),
+        _param("price_max", "Highest price.", {"type": "number", "minimum": 0}),
+        _param("in_stock", "Only products in stock.", {"type": "boolean"}),
+    ]
+    hit = {"type": "object", "required": ["product_id", "title", "url", "score", "image_url"], "properties": {
+        "product_id": {"type": "integer"}, "title": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+        "score": {"type": "number", "description": "Cosine similarity; for hybrid text search, the RRF score."},
+        "image_url": {"type": ["string", "null"], "format": "uri"}}}  # fmt: skip
+    results = {"type": "object", "required": ["results", "space"], "properties": {
+        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+        "space": {"type": "string"}, "sources": {"type": "array", "items": {"type": "string"}},
+        "notices": {"type": "array", "items": {"type": "string"}}}}  # fmt: skip
+    error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+    def answers(*extra: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"200": {"description": "Products, best first, one per product.", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}}}  # fmt: skip
+        for status in (400, *extra):
+            out[str(status)] = {"description": "Error", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}  # fmt: skip
+        return out
+
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "Vitrine visual search API", "version": "1.0.0"},
+        "paths": {
+            "/api/products/{id}/similar": {"get": {
+                "summary": "Products that look like this one (itself excluded).",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}, k,
+                               _param("space", "Image space.", {"type": "string", "enum": image_spaces}),
+                               _param("same_category", "Only the product's category.", {"type": "boolean"}),
+                               *filters],
+                "responses": answers(404, 409, 503)}},
+            "/api/search": {"get": {
+                "summary": "Free-text search: CLIP text-to-image, the text space and full-text search, fused.",
+                "parameters": [_param("q", "The search text.", {"type": "string", "maxLength": MAX_QUERY_LENGTH},
+                                      required=True), k,
+                               _param("space", "Use only this space.", {"type": "string", "enum": text_spaces}),
+                               *filters],
+                "responses": answers(503)}},
+            "/api/search/image": {"post": {
+                "summary": "Search by photo. The photo is not kept.",
+                "parameters": [k, _param("space", "Image space.", {"type": "string", "enum": image_spaces}),
+                               *filters],
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}}}}}},
+                "responses": answers(409, 503)}},
+        },
+        "components": {"schemas": {"Hit": hit, "Results": results, "Error": error}},
+    }  # fmt: skip
+    return JsonResponse(document)

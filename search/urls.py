@@ -1,0 +1,15 @@
+from django.urls import path
+
+from search import api, views
+
+app_name = "search"
+
+urlpatterns = [
+    path("search/", views.search, name="search"),
+    path("search/photo/", views.photo_search, name="photo"),
+    path("staff/compare/", views.compare, name="compare"),
+    path("api/products/<int:pk>/similar", api.product_similar, name="api_similar"),
+    path("api/search", api.search, name="api_search"),
+    path("api/search/image", api.search_image, name="api_search_image"),
+    path("api/schema", api.schema, name="api_schema"),
+]

@@ -1,0 +1,90 @@
+"""Shopper search pages (text, photo) and the staff "compare spaces" page. Thin: selectors do the work."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from catalog.models import Product
+from catalog.services import ImageRejected, image_inspect
+from search import embedders, selectors
+from search.forms import PhotoSearchForm, SearchForm, sort_products
+
+RESULTS_PER_PAGE = 24
+MAX_RESULTS = 96
+
+
+def search(request: HttpRequest) -> HttpResponse:
+    form = SearchForm(request.GET or None)
+    context: dict[str, object] = {"form": form}
+    if not request.GET or not form.is_valid() or not form.cleaned_data["q"].strip():
+        return render(request, "search/search.html", context, status=400 if form.errors else 200)
+    query = form.cleaned_data["q"].strip()
+    outcome = selectors.text_search(query=query, k=MAX_RESULTS, filters=form.filters())
+    scores = {hit.product_id: hit for hit in outcome.hits}
+    products = sort_products(selectors.products_in_order(list(scores)), form.cleaned_data.get("sort") or "relevance")
+    page = Paginator(products, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
+    querystring = request.GET.copy()
+    querystring.pop("page", None)
+    context.update(query=query, outcome=outcome, page=page, querystring=querystring.urlencode(),
+                   results=[(p, scores[p.pk]) for p in page.object_list])  # fmt: skip
+    return render(request, "search/search.html", context)
+
+
+def photo_search(request: HttpRequest) -> HttpResponse:
+    form = PhotoSearchForm(request.POST or None, request.FILES or None)
+    if request.method != "POST":
+        return render(request, "search/photo.html", {"form": form})
+    if not form.is_valid():
+        return render(request, "search/photo.html", {"form": form}, status=400)
+    try:
+        # Validated like any upload; read in memory, never written to storage.
+        inspected = image_inspect(form.cleaned_data["image"])
+    except ImageRejected as exc:
+        form.add_error("image", exc.reason)
+        return render(request, "search/photo.html", {"form": form}, status=400)
+    try:
+        hits, space = selectors.photo_search(image=inspected.rgb, k=MAX_RESULTS // 4, filters=form.filters())
+    except (selectors.NotIndexed, embedders.SpaceUnavailable) as exc:
+        form.add_error(None, f"Search by photo is not ready yet: {getattr(exc, 'reason', exc)}")
+        return render(request, "search/photo.html", {"form": form}, status=503)
+    products = selectors.products_in_order([h.product_id for h in hits])
+    scores = {h.product_id: h.score for h in hits}
+    return render(request, "search/photo.html", {"form": PhotoSearchForm(), "space": space, "searched": True,
+                                                 "results": [(p, scores[p.pk]) for p in products]})  # fmt: skip
+
+
+@staff_member_required
+def compare(request: HttpRequest) -> HttpResponse:
+    """One product's nearest neighbours in every image space that has vectors, side by side."""
+    query = request.GET.get("product", "").strip()
+    product = None
+    candidates: list[Product] = []
+    if query:
+        lookup = Q(sku__iexact=query) | Q(slug=query) | Q(title__icontains=query)
+        if query.isdigit():
+            lookup |= Q(pk=int(query))
+        candidates = list(Product.objects.filter(lookup).order_by("title")[:20])
+        exact = [p for p in candidates if str(p.pk) == query or p.sku.lower() == query.lower() or p.slug == query]
+        product = exact[0] if exact else (candidates[0] if len(candidates) == 1 else None)
+    columns: list[dict[str, object]] = []
+    if product is not None:
+        k = settings.VITRINE_SIMILAR_K
+        for space in embedders.enabled():
+            if embedders.IMAGE not in embedders.modalities(space):
+                continue
+            try:
+                hits = selectors.similar_products(product=product, k=k, space=space)
+            except selectors.NotIndexed as exc:
+                columns.append({"space": space, "error": str(exc)})
+                continue
+            products = selectors.products_in_order([h.product_id for h in hits])
+            scores = {h.product_id: h.score for h in hits}
+            same = sum(1 for p in products if p.category_id == product.category_id)
+            columns.append({"space": space, "results": [(p, scores[p.pk]) for p in products], "same_category": same})
+    return render(request, "search/compare.html",
+                  {"query": query, "product": product, "candidates": candidates, "columns": columns})  # fmt: skip

@@ -1,0 +1,231 @@
+"""Shopper search: similar products, text search (hybrid), photo search, compare page and the JSON API."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from PIL import Image
+
+from catalog import services as catalog_services
+from search import selectors, services
+from search.models import ImageEmbedding
+from search.vectorstores import Filters
+from tests.factories import CategoryFactory, ProductFactory, add_image, upload
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def shop(use_spaces, settings):
+    """Two colour families, embedded in the pixel space (primary here) and the text space."""
+    use_spaces("pixels", "text")
+    settings.VITRINE_PRIMARY_IMAGE_SPACE = "pixels"
+    settings.VITRINE_FALLBACK_IMAGE_SPACE = "pixels"
+    reds, blues = CategoryFactory(name="Reds", slug="reds"), CategoryFactory(name="Blues", slug="blues")
+    products = {}
+    for i in range(6):
+        red = ProductFactory(category=reds, title=f"Red enamel mug {i}", description="A sturdy mug for tea",
+                             price=10 + i, stock=i % 2)  # fmt: skip
+        add_image(red, color=(220 - 12 * i, 30 + 8 * i, 25), size=(64, 64))
+        blue = ProductFactory(category=blues, title=f"Blue linen shirt {i}", description="Cool summer shirt",
+                              price=30 + i, stock=1)  # fmt: skip
+        add_image(blue, color=(25, 40 + 8 * i, 220 - 12 * i), size=(64, 64))
+        products[f"red{i}"], products[f"blue{i}"] = red, blue
+    services.images_embed_bulk(space="pixels")
+    services.products_embed_bulk(space="text")
+    return products
+
+
+def test_product_page_shows_similar_products_with_scores(client, shop):
+    html = client.get(shop["red0"].get_absolute_url()).content.decode()
+    assert "Looks similar" in html and "similarity 0." in html
+    assert html.count('class="card-score"') == 8  # VITRINE_SIMILAR_K
+    similar_section = html.split("Looks similar")[1]
+    assert "Red enamel mug 1" in similar_section and "Red enamel mug 0</h3>" not in similar_section
+
+
+def test_same_category_toggle(client, shop):
+    html = client.get(shop["red0"].get_absolute_url(), {"same_category": "1"}).content.decode()
+    section = html.split("Looks similar")[1]
+    assert section.count('class="card-score"') == 5 and "Blue linen" not in section
+
+
+def test_product_page_queries_do_not_grow_with_k(client, shop, settings, django_assert_num_queries):
+    settings.VITRINE_SIMILAR_K = 2
+    with CaptureQueriesContext(connection) as few:
+        client.get(shop["red0"].get_absolute_url())
+    settings.VITRINE_SIMILAR_K = 10
+    with django_assert_num_queries(len(few.captured_queries)):
+        response = client.get(shop["red0"].get_absolute_url())
+    assert response.content.decode().count('class="card-score"') == 10
+
+
+def test_product_without_vectors_says_so(client, shop):
+    fresh = ProductFactory(title="Brand new lamp")
+    add_image(fresh)
+    html = client.get(fresh.get_absolute_url()).content.decode()
+    assert "still analysing this product" in html
+
+
+def test_filtered_similar_search_still_returns_k_and_matches_exact(shop):
+    blues = Filters(category_path="blues")
+    hits = selectors.similar_products(product=shop["red0"], k=5, space="pixels", filters=blues)
+    assert len(hits) == 5 and all(h.product_id in {shop[f"blue{i}"].pk for i in range(6)} for h in hits)
+    # Exact: brute-force cosine over the stored vectors.
+    rows = ImageEmbedding.objects.filter(space="pixels", image__product__category__slug="blues").values_list(
+        "image__product_id", "vector")  # fmt: skip
+    query = np.asarray(ImageEmbedding.objects.get(space="pixels", image__product=shop["red0"]).vector)
+    exact = sorted(rows, key=lambda r: -float(np.dot(query, r[1])))[:5]
+    assert [h.product_id for h in hits] == [pk for pk, _ in exact]
+    in_stock = selectors.similar_products(product=shop["red0"], k=10, space="pixels",
+                                          filters=Filters(in_stock=True, price_max=12))  # fmt: skip
+    assert {h.product_id for h in in_stock} == {shop["red1"].pk}
+
+
+def test_text_search_fuses_full_text_and_the_text_space(shop):
+    outcome = selectors.text_search(query="tea mug", k=20)
+    assert outcome.space == "hybrid" and set(outcome.sources) == {"text", "fulltext"}
+    top = [h.product_id for h in outcome.hits[:6]]
+    assert set(top) == {shop[f"red{i}"].pk for i in range(6)}
+    assert all(set(h.sources) == {"text", "fulltext"} for h in outcome.hits[:6])
+    filtered = selectors.text_search(query="tea mug", k=20, filters=Filters(category_path="blues"))
+    assert all(h.product_id in {shop[f"blue{i}"].pk for i in range(6)} for h in filtered.hits)
+
+
+def test_text_search_without_clip_says_so_and_still_answers(shop, use_spaces):
+    use_spaces("pixels", "text", "clip", clip={"MODEL": "/nonexistent/clip"})
+    outcome = selectors.text_search(query="linen shirt", k=5)
+    assert outcome.notices and "CLIP" in outcome.notices[0]
+    assert outcome.hits and outcome.hits[0].product_id in {shop[f"blue{i}"].pk for i in range(6)}
+
+
+def test_clip_text_search_and_a_separate_query_text_model(shop, use_spaces, tiny_clip):
+    use_spaces("pixels", "text", "clip", clip={"MODEL": str(tiny_clip), "QUERY_TEXT_MODEL": str(tiny_clip)})
+    services.images_embed_bulk(space="clip")
+    outcome = selectors.text_search(query="a red mug", k=12)
+    assert set(outcome.sources) == {"clip", "text", "fulltext"}
+    from search import embedders
+
+    assert embedders.get("clip")._query_model is not None  # queries went through the query text model
+
+
+def test_search_page_renders_results_sorting_and_filters(client, shop):
+    response = client.get(reverse("search:search"), {"q": "shirt", "sort": "-price", "in_stock": "on"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "Results for “shirt”" in html
+    titles = [p.title for p, _ in response.context["results"]]
+    assert titles[0] == "Blue linen shirt 5"
+    assert client.get(reverse("search:search")).status_code == 200  # empty form, no error
+    bad = client.get(reverse("search:search"), {"q": "x", "price_min": "9", "price_max": "1"})
+    assert bad.status_code == 400 and "minimum price is above" in bad.content.decode()
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_photo_search_page_finds_lookalikes_and_keeps_nothing(client, shop, settings):
+    before = sorted(p.name for p in settings.MEDIA_ROOT.rglob("*"))
+    response = client.post(reverse("search:photo"), {"image": upload("mine.png", _png((200, 40, 30)))})
+    assert response.status_code == 200
+    titles = [p.title for p, _ in response.context["results"]]
+    assert titles[0].startswith("Red enamel mug")
+    assert sorted(p.name for p in settings.MEDIA_ROOT.rglob("*")) == before
+    bad = client.post(reverse("search:photo"), {"image": upload("notes.png", b"not an image at all")})
+    assert bad.status_code == 400 and "not an image file" in bad.content.decode()
+
+
+def test_catalogue_images_find_their_own_product_first(client, shop):
+    found = 0
+    for product in [shop[f"red{i}"] for i in range(6)] + [shop[f"blue{i}"] for i in range(6)]:
+        image = product.images.get()
+        with image.file.open("rb") as fh:
+            data = fh.read()
+        response = client.post(reverse("search:api_search_image"), {"image": upload("q.png", data)})
+        found += response.json()["results"][0]["product_id"] == product.pk
+    assert found == 12
+
+
+def test_compare_page_is_staff_only_and_shows_each_space(staff_client, shop):
+    from django.test import Client
+
+    url = reverse("search:compare")
+    assert Client().get(url, {"product": shop["red0"].sku}).status_code == 302
+    response = staff_client.get(url, {"product": shop["red0"].sku})
+    html = response.content.decode()
+    assert response.status_code == 200 and "<h3>pixels</h3>" in html
+    assert "of 8 in the same category" in html
+
+
+# --- the JSON API ------------------------------------------------------------------------------
+
+
+def test_api_similar(client, shop):
+    response = client.get(f"/api/products/{shop['blue0'].pk}/similar", {"k": "3"})
+    body = response.json()
+    assert response.status_code == 200 and body["space"] == "pixels" and len(body["results"]) == 3
+    first = body["results"][0]
+    assert set(first) == {"product_id", "title", "url", "score", "image_url"}
+    assert first["url"].startswith("http://testserver/products/") and first["image_url"].endswith(".jpg")
+    assert [r["score"] for r in body["results"]] == sorted((r["score"] for r in body["results"]), reverse=True)
+    same = client.get(f"/api/products/{shop['blue0'].pk}/similar", {"k": "10", "same_category": "1"}).json()
+    assert len(same["results"]) == 5
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"k": "0"}, "k must be a whole number"), ({"k": "101"}, "k must be"), ({"k": "ten"}, "k must be"),
+    ({"space": "nope"}, "space must be one of"), ({"space": "text"}, "space must be one of"),
+    ({"price_min": "cheap"}, "price_min must be a number"), ({"category": "nope"}, "unknown category"),
+])  # fmt: skip
+def test_api_errors_are_400_with_a_message(client, shop, params, message):
+    response = client.get(f"/api/products/{shop['red0'].pk}/similar", params)
+    assert response.status_code == 400 and message in response.json()["error"]
+
+
+def test_api_not_found_and_not_indexed(client, shop):
+    assert client.get("/api/products/999999/similar").status_code == 404
+    fresh = ProductFactory()
+    add_image(fresh)
+    response = client.get(f"/api/products/{fresh.pk}/similar")
+    assert response.status_code == 409 and "no vector" in response.json()["error"]
+
+
+def test_api_text_search(client, shop):
+    response = client.get("/api/search", {"q": "linen shirt", "k": "4", "price_max": "32"})
+    body = response.json()
+    assert response.status_code == 200 and body["space"] == "hybrid" and len(body["results"]) == 3
+    assert client.get("/api/search", {"q": "  "}).json()["error"].startswith("q (the search text) is required")
+    assert client.get("/api/search", {"q": "x" * 201}).status_code == 400
+    only_text = client.get("/api/search", {"q": "mug", "space": "text"}).json()
+    assert only_text["space"] == "text"
+
+
+def test_api_image_search_validation(client, shop):
+    url = "/api/search/image"
+    assert client.get(url).status_code == 405
+    assert "multipart form field 'image'" in client.post(url).json()["error"]
+    bad = client.post(url, {"image": upload("x.jpg", b"\xff\xd8\xff garbage", "image/jpeg")})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("image rejected:")
+    ok = client.post(url + "?k=2", {"image": upload("x.png", _png((30, 50, 210)))})
+    assert ok.status_code == 200 and len(ok.json()["results"]) == 2 and ok.json()["space"] == "pixels"
+
+
+def test_openapi_schema(client):
+    schema = client.get("/api/schema").json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/products/{id}/similar", "/api/search", "/api/search/image"} <= set(schema["paths"])
+    assert "Hit" in schema["components"]["schemas"]
+
+
+def test_product_text_is_reembedded_on_create(use_spaces, django_capture_on_commit_callbacks):
+    use_spaces("pixels", "text")
+    with django_capture_on_commit_callbacks() as callbacks:
+        catalog_services.product_create(title="Kettle")
+    assert len(callbacks) == 1  # the text-space embedding is queued after commit
