@@ -230,8 +230,28 @@ class EmbeddedPostgres(EmbeddedService):
         # start() so its pid bookkeeping (which never prunes dead pids) stays out.
         with PostgresServerLock():
             server.ensure_pgdata_inited()
+            self._write_tuning()
             server.ensure_postgres_running()
         self._ensure_database()
+
+    def _write_tuning(self) -> None:
+        """Memory settings for vector search: HNSW indexes want to live in shared buffers.
+
+        Written to ``vitrine.conf`` (included from postgresql.conf) on every start, so changing
+        ``VITRINE_PG_SHARED_BUFFERS`` takes effect at the next start.
+        """
+        shared = os.environ.get("VITRINE_PG_SHARED_BUFFERS", "512MB")
+        (self.pgdata / "vitrine.conf").write_text(
+            "# Written by Vitrine at every start of the embedded server.\n"
+            f"shared_buffers = '{shared}'\n"
+            "maintenance_work_mem = '512MB'\n"
+            "effective_cache_size = '2GB'\n"
+            "work_mem = '16MB'\n"
+        )
+        conf = self.pgdata / "postgresql.conf"
+        text = conf.read_text()
+        if "include_if_exists = 'vitrine.conf'" not in text:
+            conf.write_text(text + "\ninclude_if_exists = 'vitrine.conf'\n")
 
     def _ensure_database(self) -> None:
         import psycopg

@@ -111,16 +111,17 @@ def product_similar(request: HttpRequest, pk: int) -> dict[str, Any]:
     product = Product.objects.published().select_related("category").filter(pk=pk).first()
     if product is None:
         raise ApiError(f"no published product with id {pk}", status=404)
-    k, space = _k(request), _space(request, embedders.IMAGE) or selectors.primary_image_space()
+    k, space = _k(request), _space(request, embedders.IMAGE)
     filters = _filters(request)
     if request.GET.get("same_category", "").lower() in {"1", "true", "yes"} and product.category:
         filters = Filters(category_path=product.category.path, price_min=filters.price_min,
                           price_max=filters.price_max, in_stock=filters.in_stock)  # fmt: skip
     try:
-        hits = selectors.similar_products(product=product, k=k, space=space, filters=filters)
+        version = selectors.image_space_version(space)
+        hits = selectors.similar_products(product=product, k=k, filters=filters, version=version)
     except selectors.NotIndexed as exc:
         raise ApiError(f"{exc}; try again shortly", status=409) from None
-    return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": space}
+    return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": version.space}
 
 
 @require_GET

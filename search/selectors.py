@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from PIL import Image
 
 from catalog.models import Product
@@ -25,17 +25,35 @@ class NotIndexed(Exception):
     """The product has no vector in this space yet (or the space has no active version)."""
 
 
-def space_is_available(space: str) -> bool:
-    state = SpaceState.objects.filter(key=space).first()
-    return bool(state and state.available and space in settings.VITRINE_ENABLED_SPACES)
+def image_space_version(space: str | None = None) -> SpaceVersion:
+    """The active version of ``space`` or, by default, of the primary image space: the configured one
+    (``clip``) when it is available and has vectors, else the fallback (``cnn``). One query.
+
+    Raises :class:`NotIndexed` when neither has vectors yet.
+    """
+    if space:
+        return active_version(space)
+    primary = str(settings.VITRINE_PRIMARY_IMAGE_SPACE)
+    fallback = str(settings.VITRINE_FALLBACK_IMAGE_SPACE)
+    available = SpaceState.objects.filter(key=OuterRef("space"), available=True)
+    rows = {
+        row.space: row
+        for row in SpaceVersion.objects.filter(state=SpaceVersion.State.ACTIVE, space__in=[primary, fallback])
+        .filter(Q(space=fallback) | Exists(available))
+    }  # fmt: skip
+    if primary in settings.VITRINE_ENABLED_SPACES and primary in rows:
+        return rows[primary]
+    if fallback in rows:
+        return rows[fallback]
+    raise NotIndexed(f"the {fallback} space has no vectors yet")
 
 
 def primary_image_space() -> str:
     """The configured primary image space if it is available, else the fallback (``cnn``)."""
-    primary = str(settings.VITRINE_PRIMARY_IMAGE_SPACE)
-    if space_is_available(primary) and SpaceVersion.objects.filter(space=primary, state="active").exists():
-        return str(primary)
-    return str(settings.VITRINE_FALLBACK_IMAGE_SPACE)
+    try:
+        return image_space_version().space
+    except NotIndexed:
+        return str(settings.VITRINE_FALLBACK_IMAGE_SPACE)
 
 
 def collapse_to_products(hits: list[ImageHit], k: int) -> list[ProductHit]:
@@ -61,17 +79,19 @@ def product_query_vector(*, product: Product, space: str, version: str) -> np.nd
     return np.asarray(rows[0], dtype=np.float32)
 
 
-def similar_products(*, product: Product, k: int = 10, space: str | None = None,
-                     filters: Filters | None = None) -> list[ProductHit]:  # fmt: skip
+def similar_products(*, product: Product, k: int = 10, space: str | None = None, filters: Filters | None = None,
+                     version: SpaceVersion | None = None) -> list[ProductHit]:  # fmt: skip
     """The ``k`` products whose images are nearest to ``product``'s, itself excluded, one entry per product.
 
-    Raises :class:`NotIndexed` when the product (or the space) has no vectors yet.
+    ``space`` defaults to the primary image space; pass ``version`` (from :func:`image_space_version`)
+    to skip looking it up. Raises :class:`NotIndexed` when the product (or the space) has no vectors yet.
     """
-    space = space or primary_image_space()
-    version = active_version(space)
-    query = product_query_vector(product=product, space=space, version=version.version)
-    return similar_to_vector(vector=query, space=space, version=version, k=k, exclude_product_id=product.pk,
-                             filters=filters)  # fmt: skip
+    version = version or image_space_version(space)
+    try:
+        return similar_to_vector(vector=None, space=version.space, version=version, k=k, filters=filters,
+                                 exclude_product_id=product.pk, like_product_id=product.pk)  # fmt: skip
+    except LookupError:
+        raise NotIndexed(f"{product} has no vector in the {version.space} space yet") from None
 
 
 def active_version(space: str) -> SpaceVersion:
@@ -82,16 +102,17 @@ def active_version(space: str) -> SpaceVersion:
 
 
 def similar_to_vector(
-    *, vector: np.ndarray, space: str, version: SpaceVersion, k: int, exclude_product_id: int | None = None,
-    filters: Filters | None = None,
+    *, vector: np.ndarray | None, space: str, version: SpaceVersion, k: int, exclude_product_id: int | None = None,
+    filters: Filters | None = None, like_product_id: int | None = None,
 ) -> list[ProductHit]:  # fmt: skip
-    """Nearest products to a query vector; over-fetches images until ``k`` distinct products are found."""
+    """Nearest products to a query vector (or to a product's own); over-fetches images until ``k`` distinct
+    products are found (products have several images)."""
     store = get_store()
-    fetch = max(4 * k, 20)
+    fetch = max(2 * k, 20)
     while True:
         hits = store.nearest_images(space=space, version=version.version, dimension=version.dimension,
                                     vector=vector, k=fetch, exclude_product_id=exclude_product_id,
-                                    filters=filters)  # fmt: skip
+                                    filters=filters, like_product_id=like_product_id)  # fmt: skip
         products = collapse_to_products(hits, k)
         if len(products) >= k or len(hits) < fetch or fetch >= 5000:
             return products
@@ -197,8 +218,8 @@ def photo_search(*, image: Image.Image, k: int = 24, filters: Filters | None = N
     """Products whose images look like ``image`` (already validated, RGB). Returns (hits, space used)."""
     from search import embedders
 
-    space = space or primary_image_space()
+    version = image_space_version(space)
+    space = version.space
     embedder = embedders.load(space)  # warm after the first request in this process
-    version = active_version(space)
     vector = embedder.embed_images([image])[0]
     return similar_to_vector(vector=vector, space=space, version=version, k=k, filters=filters), space

@@ -22,12 +22,13 @@ def similar_products(context: dict[str, Any], product: Product, k: int | None = 
     request = context.get("request")
     same_category = bool(request and request.GET.get("same_category") == "1" and product.category_id)
     k = k or settings.VITRINE_SIMILAR_K
-    space = selectors.primary_image_space()
     filters = Filters(category_path=product.category.path) if same_category and product.category else None
     try:
-        hits = selectors.similar_products(product=product, k=k, space=space, filters=filters)
+        version = selectors.image_space_version()
+        space = version.space
+        hits = selectors.similar_products(product=product, k=k, filters=filters, version=version)
     except selectors.NotIndexed:
-        return {"product": product, "not_indexed": True, "space": space, "same_category": same_category}
+        return {"product": product, "not_indexed": True, "same_category": same_category}
     products = selectors.products_in_order([h.product_id for h in hits])
     scores = {h.product_id: h.score for h in hits}
     return {"product": product, "results": [(p, scores[p.pk]) for p in products], "space": space,

@@ -48,10 +48,12 @@ class VectorStore:
         raise NotImplementedError
 
     def nearest_images(
-        self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int,
+        self, *, space: str, version: str, dimension: int, vector: np.ndarray | None = None, k: int,
         exclude_product_id: int | None = None, published_only: bool = True, filters: Filters | None = None,
+        like_product_id: int | None = None,
     ) -> list[ImageHit]:  # fmt: skip
-        """The ``k`` nearest stored images, best first."""
+        """The ``k`` nearest stored images, best first, to ``vector`` or to ``like_product_id``'s own vector
+        (its primary image's); :class:`LookupError` when that product has none."""
         raise NotImplementedError
 
     def nearest_products(

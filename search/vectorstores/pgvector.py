@@ -54,12 +54,22 @@ def _filter_sql(filters: Filters | None) -> tuple[list[str], list[object]]:
     return conditions, params
 
 
+SESSION_EF_SEARCH = 100
+
+
+def configure_session(cursor: Any) -> None:
+    """Per connection, once: pgvector 0.8 iterative scans (when filters reject candidates, keep walking
+    the index instead of returning fewer than k rows) and a search breadth that fits k up to 50."""
+    cursor.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {SESSION_EF_SEARCH}")
+
+
 def _run_vector_query(sql: str, params: list[Any], k: int) -> list[tuple[Any, ...]]:
+    if 2 * k <= SESSION_EF_SEARCH:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
     with transaction.atomic(), connection.cursor() as cursor:
-        # pgvector 0.8 iterative scans: when filters reject candidates, keep walking the
-        # index instead of returning fewer than k rows.
-        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * int(k)))}")
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {min(1000, 2 * int(k))}")
         cursor.execute(sql, params)
         return list(cursor.fetchall())
 
@@ -110,14 +120,30 @@ class PgVectorStore(VectorStore):
         )  # fmt: skip
 
     def nearest_images(
-        self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int,
+        self, *, space: str, version: str, dimension: int, vector: np.ndarray | None = None, k: int,
         exclude_product_id: int | None = None, published_only: bool = True, filters: Filters | None = None,
+        like_product_id: int | None = None,
     ) -> list[ImageHit]:  # fmt: skip
         kind = storage_type(dimension)
         expression = f"(e.vector::{kind}({dimension}))"
-        query = (HalfVector(vector) if kind == "halfvec" else Vector(vector)).to_text()
+        cte = ""
+        params: list[Any]
+        if like_product_id is not None:
+            # The query vector is the product's own (primary image first), looked up in the same
+            # statement: one round trip, no vector sent back and forth. pgvector still uses the
+            # HNSW index, the subquery becoming an init-plan parameter.
+            cte = (
+                f"WITH q AS MATERIALIZED (SELECT qe.vector::{kind}({dimension}) AS v FROM {self.table} qe "
+                "JOIN catalog_productimage qi ON qi.id = qe.image_id WHERE qi.product_id = %s "
+                f"AND qe.space = {_literal(space)} AND qe.model_version = {_literal(version)} "
+                "AND qe.status = 'ok' ORDER BY qi.is_primary DESC, qi.position, qi.id LIMIT 1) "
+            )
+            query_sql, params = "(SELECT v FROM q)", [int(like_product_id)]
+        else:
+            assert vector is not None
+            query_sql = f"%s::{kind}({dimension})"
+            params = [(HalfVector(vector) if kind == "halfvec" else Vector(vector)).to_text()]
         conditions = [f"e.space = {_literal(space)}", f"e.model_version = {_literal(version)}", "e.status = 'ok'"]
-        params: list[object] = [query]
         if published_only:
             conditions.append("p.is_active")
         if exclude_product_id is not None:
@@ -126,17 +152,21 @@ class PgVectorStore(VectorStore):
         more, more_params = _filter_sql(filters)
         conditions += more
         params += more_params
-        params += [query, int(k)]
+        if like_product_id is None:
+            params.append(params[0])
+        params.append(int(k))
         sql = (
-            f"SELECT e.image_id, i.product_id, {expression} <=> %s::{kind}({dimension}) AS distance "
+            f"{cte}SELECT e.image_id, i.product_id, {expression} <=> {query_sql} AS distance "
             f"FROM {self.table} e "
             "JOIN catalog_productimage i ON i.id = e.image_id "
             "JOIN catalog_product p ON p.id = i.product_id "
             "LEFT JOIN catalog_category c ON c.id = p.category_id "
             f"WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT %s"
+            f"ORDER BY {expression} <=> {query_sql} LIMIT %s"
         )
         rows = _run_vector_query(sql, params, k)
+        if rows and rows[0][2] is None:  # the product has no vector in this version
+            raise LookupError(f"product {like_product_id} has no vector in {space} {version}")
         hits = [ImageHit(image_id=r[0], product_id=r[1], distance=float(r[2])) for r in rows]
         return sorted(hits, key=lambda h: (h.distance, h.image_id))  # relaxed order: re-sort the few we got
 

@@ -76,7 +76,7 @@ django.setup()
 from django.test import Client
 from django.contrib.auth import get_user_model
 client = Client()
-for url in ["/", "/products/", "/products/{product.slug}/"]:
+for url in ["/", "/products/", "/products/{product.slug}/", "/search/", "/search/photo/", "/api/schema"]:
     assert client.get(url).status_code == 200, url
 client.force_login(get_user_model().objects.get(pk={user.pk}))
 for url in ["/admin/search/spacestate/", "/admin/search/reindexjob/", "/admin/catalog/product/", "/staff/upload/"]:

@@ -1,10 +1,14 @@
-"""manage.py benchmark — embedding throughput and upload-to-searchable latency, measured side by side.
+"""manage.py benchmark — embedding throughput, upload latency, search quality and search load, measured here.
 
-* raw: the model's forward pass alone on preprocessed batches (images decoded beforehand);
-* reindex: ``images_embed_bulk`` end to end (decode, preprocess, forward, validation, DB upsert);
-  both at the same batch size, alternated ``--repeat`` times in this one process, medians reported;
-* latency (``--latency N``): with a warm Celery worker, upload one image and wait until the
-  space's nearest-neighbour search returns it; N times, median and p95.
+* throughput (default): the model's forward pass alone vs ``images_embed_bulk`` end to end (decode,
+  preprocess, forward, validation, DB upsert), same batch size, alternated ``--repeat`` times in this
+  one process, medians reported;
+* ``--latency N``: with a warm Celery worker, upload one image and wait until the space's
+  nearest-neighbour search returns it; N times, median and p95;
+* ``--search-quality``: recall@10 of "similar products" against an exact cosine scan (also with a
+  same-category filter), and how often photo search finds a catalogue image's own product first;
+* ``--seed-synthetic N``: fill an empty catalogue with N synthetic products and clustered vectors;
+* ``--load-test``: gunicorn + locust (headless) on the similar-products API and product pages.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from PIL import Image
 
 from catalog import services as catalog_services
 from catalog.models import ProductImage
-from search import embedders, services
+from search import benchmarks, embedders, services
 from search.models import EmbeddingStatus, ImageEmbedding
 from search.selectors import product_query_vector, similar_to_vector
 from search.services import load_image_rgb
@@ -41,27 +45,57 @@ class Command(BaseCommand):
         parser.add_argument("--space", default="cnn", choices=list(settings.VITRINE_SPACES))
         parser.add_argument("--batch-size", type=int, default=32)
         parser.add_argument("--images", type=int, default=0, help="How many catalogue images (0 = all).")
-        parser.add_argument("--repeat", type=int, default=5, help="Alternating raw/reindex rounds.")
+        parser.add_argument("--repeat", type=int, default=5, help="Alternating raw/reindex rounds (0 = skip).")
         parser.add_argument("--latency", type=int, default=0, help="Upload-to-searchable trials (needs a worker).")
         parser.add_argument("--start-worker", action="store_true", help="Start a Celery worker for --latency.")
+        parser.add_argument("--search-quality", action="store_true", help="Recall vs exact, photo self-retrieval.")
+        parser.add_argument("--queries", type=int, default=0, help="Limit --search-quality queries (0 = all).")
+        parser.add_argument("--seed-synthetic", type=int, default=0, metavar="N",
+                            help="Seed N synthetic products, clustered vectors (empty catalogue only).")  # fmt: skip
+        parser.add_argument("--dim", type=int, default=512, help="Dimension of synthetic vectors.")
+        parser.add_argument("--load-test", action="store_true", help="gunicorn + locust against the search pages.")
+        parser.add_argument("--users", type=int, default=10)
+        parser.add_argument("--duration", type=int, default=60, help="Load test seconds.")
+        parser.add_argument("--web-workers", type=int, default=2)
         parser.add_argument("--json", dest="json_path", type=Path, help="Also write the figures here.")
 
     def handle(self, *args: Any, space: str, batch_size: int, images: int, repeat: int, latency: int,
-               start_worker: bool, json_path: Path | None, **options: Any) -> None:  # fmt: skip
-        figures: dict[str, Any] = {"space": space, "batch_size": batch_size, "cores": os.cpu_count()}
-        embedder = services.space_load(space)
-        figures["version"] = embedder.version
-        rows = list(ProductImage.objects.order_by("id")[: images or None])
-        if not rows:
-            raise CommandError("the catalogue has no images; import some first (make demo does)")
-        figures["images"] = len(rows)
-        if repeat > 0:
+               start_worker: bool, search_quality: bool, queries: int, seed_synthetic: int, dim: int,
+               load_test: bool, users: int, duration: int, web_workers: int, json_path: Path | None,
+               **options: Any) -> None:  # fmt: skip
+        figures: dict[str, Any] = {"cores": os.cpu_count()}
+        search_modes = bool(search_quality or seed_synthetic or load_test)
+        if seed_synthetic:
+            started = time.perf_counter()
+            figures["seed"] = benchmarks.seed_synthetic(count=seed_synthetic, dimension=dim)
+            self.stdout.write(f"seeded {seed_synthetic} synthetic products ({dim}-d) in "
+                              f"{time.perf_counter() - started:.0f} s; index built in "
+                              f"{figures['seed']['index_build_s']:.0f} s")  # fmt: skip
+        if search_quality:
+            figures["similar"] = benchmarks.similar_recall(space=space, limit=queries or None)
+            self.stdout.write(f"similar products vs exact: {figures['similar']}")
+            figures["photo"] = benchmarks.photo_self_retrieval(space=space, limit=queries or None)
+            self.stdout.write(f"photo search, own product first: {figures['photo']}")
+        if load_test:
+            out = Path(settings.VITRINE_HOME) / "benchmarks" / "load"
+            figures["load"] = benchmarks.load_test(users=users, duration=duration, web_workers=web_workers,
+                                                   out_dir=out)  # fmt: skip
+            for name, row in figures["load"].items():
+                if isinstance(row, dict):
+                    self.stdout.write(f"{name}: p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
+                                      f"{row['rps']:.1f} req/s, {row['failures']} failures")  # fmt: skip
+        if repeat > 0 and not search_modes:
+            embedder = services.space_load(space)
+            rows = list(ProductImage.objects.order_by("id")[: images or None])
+            if not rows:
+                raise CommandError("the catalogue has no images; import some first (make demo does)")
+            figures.update(space=space, version=embedder.version, batch_size=batch_size, images=len(rows))
             figures.update(self._throughput(embedder, rows, batch_size, repeat))
         if latency > 0:
             figures.update(self._latency(space, latency, start_worker))
         if json_path:
-            json_path.write_text(json.dumps(figures, indent=2))
-        self.stdout.write(json.dumps(figures, indent=2))
+            json_path.write_text(json.dumps(figures, indent=2, default=str))
+        self.stdout.write(json.dumps(figures, indent=2, default=str))
 
     # -- throughput -------------------------------------------------------------------------------
     def _throughput(self, embedder: embedders.Embedder, rows: list[ProductImage], batch_size: int,

@@ -1,0 +1,270 @@
+"""Search quality and speed measurements used by ``manage.py benchmark``.
+
+* :func:`similar_recall`: HNSW "similar products" against an exact cosine scan of the same stored vectors,
+  recall@k over every indexed product, with and without a same-category filter;
+* :func:`photo_self_retrieval`: each catalogue image, uploaded to photo search, should find its own product first;
+* :func:`seed_synthetic`: a synthetic catalogue of N products with clustered vectors, for load tests at scale;
+* :func:`load_test`: gunicorn + locust (headless) against the similar-products API and product pages.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from PIL import Image
+
+from catalog.models import Product, ProductImage
+from search import selectors
+from search.models import EmbeddingStatus, ImageEmbedding, SpaceState, SpaceVersion
+from search.vectorstores import Filters, get_store
+
+
+def _exact_neighbours(vectors: np.ndarray, product_of: np.ndarray, query: np.ndarray, exclude: int, k: int,
+                      allowed: np.ndarray | None) -> list[int]:  # fmt: skip
+    """Top-k products by best-image cosine, brute force."""
+    scores = vectors @ query
+    mask = product_of != exclude
+    if allowed is not None:
+        mask &= allowed
+    order = np.argsort(-np.where(mask, scores, -np.inf))
+    seen: list[int] = []
+    for index in order:
+        if not mask[index]:
+            break
+        product = int(product_of[index])
+        if product not in seen:
+            seen.append(product)
+            if len(seen) == k:
+                break
+    return seen
+
+
+def similar_recall(*, space: str, k: int = 10, limit: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """recall@k of ``similar_products`` (HNSW, iterative scans) against the exact answer."""
+    version = selectors.active_version(space)
+    rows = list(
+        ImageEmbedding.objects.filter(space=space, model_version=version.version, status=EmbeddingStatus.OK,
+                                      image__product__is_active=True)
+        .values_list("image__product_id", "image__product__category__path", "vector")
+    )  # fmt: skip
+    product_of = np.array([r[0] for r in rows])
+    paths = np.array([r[1] or "" for r in rows], dtype=object)
+    vectors = np.stack([np.asarray(r[2], dtype=np.float32) for r in rows])
+    products = list(Product.objects.published().filter(pk__in=set(product_of.tolist())).select_related("category"))
+    if limit:
+        rng = np.random.default_rng(0)
+        products = [products[i] for i in rng.choice(len(products), size=min(limit, len(products)), replace=False)]
+    recalls: dict[str, list[float]] = {"all": [], "same category": []}
+    for product in products:
+        query = selectors.product_query_vector(product=product, space=space, version=version.version)
+        for label, path in (("all", None), ("same category", product.category.path if product.category else None)):
+            if label == "same category" and path is None:
+                continue
+            filters = Filters(category_path=path) if path else None
+            allowed = None
+            if path:
+                allowed = np.array([p == path or p.startswith(path + "/") for p in paths])
+            exact = _exact_neighbours(vectors, product_of, query, product.pk, k, allowed)
+            if not exact:
+                continue
+            got = [h.product_id for h in selectors.similar_products(product=product, k=k, space=space,
+                                                                     filters=filters)]  # fmt: skip
+            recalls[label].append(len(set(got) & set(exact)) / len(exact))
+        if progress:
+            progress(1)
+    return {f"recall@{k} ({label})": float(np.mean(v)) for label, v in recalls.items() if v} | {
+        "queries": len(products),
+        "vectors": len(rows),
+        "space": space,
+    }
+
+
+def photo_self_retrieval(*, space: str | None = None, limit: int | None = None,
+                         progress: Callable[[int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Upload each product's primary image to photo search; how often is its own product first?"""
+    from catalog.services import image_inspect
+
+    images = list(ProductImage.objects.filter(is_primary=True, product__is_active=True).select_related("product"))
+    if limit:
+        images = images[:limit]
+    first = 0
+    used = space
+    for image in images:
+        with image.file.open("rb") as fh:
+            inspected = image_inspect(fh.read())
+        hits, used = selectors.photo_search(image=inspected.rgb, k=5, space=space)
+        first += bool(hits) and hits[0].product_id == image.product_id
+        if progress:
+            progress(1)
+    return {"photo_self_retrieval": first / len(images) if images else 0.0, "images": len(images), "space": used}
+
+
+def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clusters: int = 200,
+                   categories: int = 20, progress: Callable[[int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A synthetic catalogue: ``count`` products, one image row each, clustered unit vectors in ``space``.
+
+    The image rows share one real image file (so product pages render); the vectors come
+    from ``clusters`` Gaussian clusters spread over ``categories`` categories, like the
+    embeddings of a real shop. The space is recorded as available with this version active.
+    """
+    from catalog import services as catalog_services
+    from catalog.imaging import derivative_jpeg
+
+    if Product.objects.exists():
+        raise ValueError("seed_synthetic wants an empty catalogue: use a fresh VITRINE_HOME")
+    rng = np.random.default_rng(42)
+    cats = [catalog_services.category_from_path(path=f"Synthetic {i:02d}") for i in range(categories)]
+    template = catalog_services.product_create(title="Synthetic template", is_active=False)
+    picture = Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    shared = catalog_services.product_image_add(product=template, file=derivative_jpeg(picture, max_side=160))
+    centers = rng.normal(size=(clusters, dimension)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    version = f"synthetic-{dimension}d"
+    batch = 5000
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        cluster = rng.integers(0, clusters, n)
+        with transaction.atomic():
+            products = Product.objects.bulk_create([
+                Product(title=f"Synthetic product {start + i}", slug=f"synthetic-{start + i}",
+                        sku=f"SYN-{start + i:08d}", price=round(float(rng.uniform(2, 200)), 2),
+                        stock=int(rng.integers(0, 20)), category=cats[int(cluster[i]) % categories],
+                        currency=str(settings.VITRINE_CURRENCY))
+                for i in range(n)
+            ])  # fmt: skip
+            images = ProductImage.objects.bulk_create([
+                ProductImage(product=p, file=shared.file.name, thumbnail=shared.thumbnail.name,
+                             display=shared.display.name, checksum=f"{start + i + 1:064x}", format="JPEG",
+                             width=shared.width, height=shared.height, is_primary=True)
+                for i, p in enumerate(products)
+            ])  # fmt: skip
+            noise = rng.normal(size=(n, dimension)).astype(np.float32) * (0.9 / np.sqrt(dimension))
+            vectors = centers[cluster] + noise
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            ImageEmbedding.objects.bulk_create([
+                ImageEmbedding(image=image, space=space, model_version=version, vector=vectors[i])
+                for i, image in enumerate(images)
+            ])  # fmt: skip
+        if progress:
+            progress(n)
+    SpaceVersion.objects.filter(space=space).delete()
+    SpaceVersion.objects.create(space=space, version=version, dimension=dimension, state=SpaceVersion.State.ACTIVE,
+                                activated_at=timezone.now())  # fmt: skip
+    state = {"available": True, "reason": "", "model_id": "synthetic", "checked_at": timezone.now()}
+    SpaceState.objects.update_or_create(key=space, defaults=state)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '2GB'")
+        cursor.execute("SET max_parallel_maintenance_workers = 2")
+    get_store().ensure_version(space=space, version=version, dimension=dimension)
+    return {"products": count, "dimension": dimension, "space": space, "version": version,
+            "index_build_s": time.perf_counter() - started}  # fmt: skip
+
+
+LOCUSTFILE = """
+import random
+from locust import HttpUser, between, task
+
+IDS = {ids!r}
+SLUGS = {slugs!r}
+
+
+class Shopper(HttpUser):
+    wait_time = between({wait_min}, {wait_max})
+
+    @task
+    def similar_api(self):
+        self.client.get(f"/api/products/{{random.choice(IDS)}}/similar?k=10", name="/api/products/[id]/similar")
+
+    @task
+    def product_page(self):
+        self.client.get(f"/products/{{random.choice(SLUGS)}}/", name="/products/[slug]/")
+"""
+
+
+def load_test(*, users: int = 10, duration: int = 60, web_workers: int = 2, wait: tuple[float, float] = (0.5, 1.5),
+              out_dir: Path, warm_queries: int = 3000) -> dict[str, Any]:  # fmt: skip
+    """Serve the shop with gunicorn and drive it with locust (headless); p50/p95 per endpoint."""
+    rng = np.random.default_rng(7)
+    indexed = ImageEmbedding.objects.filter(status=EmbeddingStatus.OK, image__product__is_active=True)
+    ids = list(indexed.values_list("image__product_id", flat=True).distinct()[:200000])
+    sample = [int(i) for i in rng.choice(ids, size=min(2000, len(ids)), replace=False)]
+    slugs = list(Product.objects.filter(pk__in=sample).values_list("slug", flat=True))
+    # Warm the server's caches the way a live shop is warm: vector searches for *other* products,
+    # so the HNSW graph is in shared buffers but the measured queries are not pre-answered.
+    others = [int(i) for i in rng.choice(list(set(ids) - set(sample)), size=min(warm_queries, len(ids) - len(sample)),
+                                         replace=False)] if warm_queries else []  # fmt: skip
+    version = selectors.image_space_version()
+    for product in Product.objects.filter(pk__in=others):
+        try:
+            selectors.similar_products(product=product, k=10, version=version)
+        except selectors.NotIndexed:
+            continue
+    out_dir.mkdir(parents=True, exist_ok=True)
+    locustfile = out_dir / "locustfile.py"
+    locustfile.write_text(LOCUSTFILE.format(ids=sample, slugs=slugs, wait_min=wait[0], wait_max=wait[1]))
+    port = _free_port()
+    env = {**os.environ, "DEBUG": "false", "VITRINE_HOME": str(settings.VITRINE_HOME),
+           "DJANGO_SETTINGS_MODULE": "config.settings.local"}  # fmt: skip
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
+         str(web_workers), "--no-control-socket", "--log-level", "warning"],
+        cwd=settings.BASE_DIR, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/")
+        for slug in slugs[:20]:  # warm every worker's connections and code paths
+            _wait_http(f"http://127.0.0.1:{port}/products/{slug}/")
+        prefix = out_dir / "locust"
+        subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users), "-r",
+             str(users), "-t", f"{duration}s", "--host", f"http://127.0.0.1:{port}", "--csv", str(prefix),
+             "--only-summary", "--loglevel", "WARNING"],
+            cwd=out_dir, env=env, check=True,
+        )  # fmt: skip
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
+    stats: dict[str, Any] = {"users": users, "duration_s": duration, "think_time_s": list(wait),
+                             "web_workers": web_workers, "warm_up_queries": len(others)}  # fmt: skip
+    with open(f"{prefix}_stats.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            stats[row["Name"]] = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                                  "p50_ms": float(row["50%"]), "p95_ms": float(row["95%"]),
+                                  "p99_ms": float(row["99%"]), "rps": float(row["Requests/s"])}  # fmt: skip
+    return stats
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
