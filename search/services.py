@@ -135,7 +135,12 @@ def version_activate_if_complete(*, space: str) -> SpaceVersion | None:
     candidate = building.first()
     if candidate is None:
         return None
-    if _missing_images(space, candidate.version).exists():
+    if embedders.modalities(space) == frozenset({embedders.TEXT}):
+        missing = Product.objects.exclude(Exists(ProductEmbedding.objects.filter(
+            product=OuterRef("pk"), space=space, model_version=candidate.version)))  # fmt: skip
+        if missing.exists():
+            return None
+    elif _missing_images(space, candidate.version).exists():
         return None
     with transaction.atomic():
         retired = list(SpaceVersion.objects.select_for_update().filter(space=space).exclude(pk=candidate.pk))
@@ -327,6 +332,7 @@ def product_embed(*, product_id: int, space: str) -> str:
         product=product, space=space, model_version=embedder.version,
         defaults={"source_hash": source_hash, "vector": vector, "status": EmbeddingStatus.OK, "error": ""},
     )  # fmt: skip
+    version_activate_if_complete(space=space)
     return "ok"
 
 
@@ -453,6 +459,7 @@ def products_embed_bulk(*, space: str, product_ids: Iterable[int] | None = None,
         result.processed += len(chunk)
         if progress:
             progress(len(chunk))
+    version_activate_if_complete(space=space)
     return result
 
 

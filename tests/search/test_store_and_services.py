@@ -12,6 +12,7 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.db import connection
 
+import search.embedders.sentence  # noqa: F401  (RenamedText subclasses it)
 from catalog import services as catalog_services
 from catalog.models import ProductImage
 from search import embedders, selectors, services
@@ -320,3 +321,32 @@ def test_text_space_counts_products_and_notices_edited_text():
     products[1].save()
     counts = services.space_counts("text")
     assert (counts.total, counts.present, counts.stale, counts.missing) == (3, 1, 1, 1)
+
+
+class RenamedText(embedders.sentence.TextEmbedder):
+    """The same MiniLM under another version label: what a text-model upgrade looks like to the pipeline."""
+
+    @property
+    def version_label(self) -> str:
+        return "minilm-upgraded"
+
+
+def test_text_model_upgrade_switches_when_every_product_has_a_vector(settings, use_spaces):
+    use_spaces("text")
+    products = [catalog_services.product_create(title=f"Teapot {i}") for i in range(3)]
+    services.products_embed_bulk(space="text")
+    old = services.active_version("text")
+    settings.VITRINE_SPACES = {
+        **settings.VITRINE_SPACES,
+        "text": {"BACKEND": "tests.search.test_store_and_services.RenamedText"},
+    }
+    embedders._instances.pop("text", None)
+    services.product_embed(product_id=products[0].pk, space="text")
+    assert services.active_version("text") == old  # still building: two products lack the new vector
+    services.products_embed_bulk(space="text", missing_only=True)
+    new = services.active_version("text")
+    assert new.version.startswith("minilm-upgraded-") and new != old
+    from search.models import ProductEmbedding
+
+    assert not ProductEmbedding.objects.filter(space="text", model_version=old.version).exists()
+    embedders._instances.pop("text", None)
