@@ -19,11 +19,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 # A truncated file is an error, never a half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-                 "BMP": "image/bmp", "TIFF": "image/tiff"}  # fmt: skip
+# Judged by content, never by name: a TIFF, SVG, PDF or HTML file called .jpg is refused.
+ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif"}
 
 
 class ImageRejected(ValueError):
@@ -44,6 +43,7 @@ class InspectedImage:
     width: int  # after EXIF orientation
     height: int
     rgb: Image.Image = field(repr=False)
+    decoded: Image.Image | None = field(default=None, repr=False)
 
     @property
     def extension(self) -> str:
@@ -84,7 +84,7 @@ def inspect(data: bytes, *, max_pixels: int, max_bytes: int | None = None) -> In
         raise ImageRejected(f"unreadable image header ({exc})") from None
     fmt = probe.format or ""
     if fmt not in ALLOWED_FORMATS:
-        raise ImageRejected(f"unsupported image format {fmt or 'unknown'}; use JPEG, PNG, WebP, GIF, BMP or TIFF")
+        raise ImageRejected(f"unsupported image format {fmt or 'unknown'}; use JPEG, PNG, WebP or GIF")
     width, height = probe.size
     if width <= 0 or height <= 0:
         raise ImageRejected("the image has no pixels")
@@ -104,7 +104,8 @@ def inspect(data: bytes, *, max_pixels: int, max_bytes: int | None = None) -> In
     except Image.DecompressionBombError:  # pragma: no cover - pixel cap is lower
         raise ImageRejected("the image is a decompression bomb") from None
     rgb = to_rgb(image)
-    return InspectedImage(data=data, checksum=sha256(data), format=fmt, width=rgb.width, height=rgb.height, rgb=rgb)
+    return InspectedImage(data=data, checksum=sha256(data), format=fmt, width=rgb.width, height=rgb.height, rgb=rgb,
+                          decoded=image)  # fmt: skip
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -146,6 +147,21 @@ def open_rgb(data: bytes, *, draft_size: tuple[int, int] | None = None) -> Image
     if draft_size is not None and image.format == "JPEG":
         image.draft("RGB", draft_size)
     return to_rgb(image)
+
+
+def reencode(image: Image.Image) -> tuple[bytes, str]:
+    """The copy the shop stores: re-encoded from decoded pixels, so nothing but pixels survives
+    (no metadata, no trailing payloads, no polyglot tricks). Upright; PNG when there is
+    transparency, else high-quality JPEG. Returns (bytes, extension)."""
+    with contextlib.suppress(OSError, ValueError, SyntaxError, KeyError, TypeError):
+        image = ImageOps.exif_transpose(image)
+    has_alpha = image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info)
+    out = io.BytesIO()
+    if has_alpha:
+        image.convert("RGBA").save(out, format="PNG", optimize=True)
+        return out.getvalue(), "png"
+    to_rgb(image).save(out, format="JPEG", quality=95, optimize=True)
+    return out.getvalue(), "jpg"
 
 
 def derivative_jpeg(rgb: Image.Image, *, max_side: int, quality: int = 85) -> bytes:

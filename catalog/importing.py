@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -147,7 +148,7 @@ def _parse_price(raw: str) -> Decimal | None:
 def _parse_stock(raw: str) -> int:
     if not raw:
         return 0
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
         raise ImageRejected(f"stock {raw!r} is not a whole number")
     return int(raw)
 

@@ -133,11 +133,12 @@ def _image_path(prefix: str, checksum: str, suffix: str) -> str:
 
 class ProductImage(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
-    file = models.FileField(max_length=255, help_text="The original, as uploaded.")
+    file = models.FileField(max_length=255, help_text="The upload, re-encoded from its pixels (PNG or JPEG).")
     thumbnail = models.FileField(max_length=255, blank=True)
     display = models.FileField(max_length=255, blank=True, help_text="Upright RGB rendering for product pages.")
-    checksum = models.CharField("SHA-256", max_length=64, unique=True, editable=False)
-    format = models.CharField(max_length=10, editable=False)
+    checksum = models.CharField("SHA-256", max_length=64, unique=True, editable=False,
+                                help_text="Of the uploaded bytes: the same file is never imported twice.")  # fmt: skip
+    format = models.CharField(max_length=10, editable=False, help_text="Format of the upload.")
     width = models.PositiveIntegerField(editable=False)
     height = models.PositiveIntegerField(editable=False)
     alt = models.CharField("alt text", max_length=255, blank=True)

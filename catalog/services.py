@@ -192,10 +192,11 @@ def product_image_add(
     if existing:
         raise DuplicateImage(existing)
 
-    names = ProductImage.storage_names(inspected.checksum, inspected.extension)
+    clean, extension = imaging.reencode(inspected.decoded or inspected.rgb)
+    names = ProductImage.storage_names(inspected.checksum, extension)
     stored: list[str] = []
     try:
-        stored.append(_store(names["file"], inspected.data))
+        stored.append(_store(names["file"], clean))
         stored.append(
             _store(names["thumbnail"], imaging.derivative_jpeg(inspected.rgb, max_side=settings.VITRINE_THUMBNAIL_SIZE))
         )

@@ -35,8 +35,30 @@ def _before_publish(**_: Any) -> None:
     ensure_embedded_broker()
 
 
+def _heartbeat(hostname: str) -> None:
+    """Every 15 s, tell /readyz this worker is alive (a key that expires when it stops)."""
+    import json
+    import logging
+    import time
+
+    from config.health import HEARTBEAT_PREFIX, HEARTBEAT_TTL
+    from config.ratelimit import redis_client
+
+    while True:
+        try:
+            redis_client().set(f"{HEARTBEAT_PREFIX}{hostname}", json.dumps({"name": hostname, "at": time.time()}),
+                               ex=HEARTBEAT_TTL)  # fmt: skip
+        except Exception as exc:
+            logging.getLogger(__name__).warning("worker heartbeat failed: %s", exc)
+        time.sleep(15)
+
+
 @worker_ready.connect
-def _worker_ready(**_: Any) -> None:
+def _worker_ready(sender: Any = None, **_: Any) -> None:
+    import threading
+
+    threading.Thread(target=_heartbeat, args=(getattr(sender, "hostname", "worker"),), daemon=True,
+                     name="vitrine-heartbeat").start()  # fmt: skip
     # Load every enabled space in a pool process, so the admin learns which are available
     # and the first upload does not wait for a model to load.
     from search.tasks import spaces_probe_task

@@ -5,11 +5,15 @@ from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.static import serve
 
+from config import health
+
 admin.site.site_header = "Vitrine staff"
 admin.site.site_title = "Vitrine"
 admin.site.index_title = "Catalogue and search"
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("", include("catalog.urls")),
     path("", include("search.urls")),
@@ -24,3 +28,22 @@ def serve_media(request: HttpRequest, path: str) -> HttpResponseBase:
 if settings.VITRINE_SERVE_MEDIA:
     prefix = settings.MEDIA_URL.lstrip("/")
     urlpatterns += [re_path(rf"^{prefix}(?P<path>.*)$", serve_media)]
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    """400 with a message people can act on (Django's default says only "Bad Request")."""
+    from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
+    from django.http import HttpResponseBadRequest, JsonResponse
+
+    if isinstance(exception, TooManyFilesSent):
+        message = f"Too many files in one request: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}."
+    elif isinstance(exception, TooManyFieldsSent):
+        message = "Too many form fields in one request."
+    else:
+        message = "Bad request."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": message}, status=400)
+    return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+
+
+handler400 = bad_request

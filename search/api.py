@@ -7,6 +7,7 @@ best first, one entry per product. Errors answer ``{"error": MESSAGE}`` with a 4
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from functools import wraps
@@ -19,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from catalog.models import Category, Product
 from catalog.services import ImageRejected, image_inspect
+from config.ratelimit import rate_limited
 from search import embedders, selectors
 from search.forms import MAX_QUERY_LENGTH
 from search.vectorstores import Filters
@@ -47,7 +49,8 @@ def api_view(view: Callable[..., dict[str, Any]]) -> Callable[..., JsonResponse]
 
 def _k(request: HttpRequest) -> int:
     raw = request.GET.get("k", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_K:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= MAX_K:
         raise ApiError(f"k must be a whole number from 1 to {MAX_K}, not {raw[:20]!r}")
     return int(raw)
 
@@ -75,18 +78,32 @@ def _price(request: HttpRequest, name: str) -> Decimal | None:
     return value
 
 
+def _bool(request: HttpRequest, name: str) -> bool:
+    if name not in request.GET:
+        return False
+    raw = request.GET[name].lower()
+    if raw in {"0", "false", "no"}:
+        return False
+    if raw in {"1", "true", "yes"}:
+        return True
+    raise ApiError(f"{name} must be true or false, not {raw[:20]!r}")
+
+
 def _filters(request: HttpRequest) -> Filters:
     path = None
     if slug := request.GET.get("category"):
         category = Category.objects.filter(slug=slug).first()
         if category is None:
-            raise ApiError(f"unknown category {slug[:60]!r}")
+            raise ApiError(f"unknown category {slug[:60]!r}", status=404)
         path = category.path
     low, high = _price(request, "price_min"), _price(request, "price_max")
-    if low is not None and high is not None and low > high:
-        raise ApiError("price_min is above price_max")
-    in_stock = request.GET.get("in_stock", "").lower() in {"1", "true", "yes"}
+    in_stock = _bool(request, "in_stock")
     return Filters(category_path=path, price_min=low, price_max=high, in_stock=in_stock)
+
+
+def _empty_range(filters: Filters) -> bool:
+    """price_min above price_max: a valid question whose answer is "nothing"."""
+    return filters.price_min is not None and filters.price_max is not None and filters.price_min > filters.price_max
 
 
 def _results(request: HttpRequest, scored: list[tuple[int, float]]) -> list[dict[str, Any]]:
@@ -105,26 +122,33 @@ def _results(request: HttpRequest, scored: list[tuple[int, float]]) -> list[dict
     return out
 
 
+@csrf_exempt  # read-only: any other method gets 405, not a CSRF 403
 @require_GET
 @api_view
-def product_similar(request: HttpRequest, pk: int) -> dict[str, Any]:
-    product = Product.objects.published().select_related("category").filter(pk=pk).first()
+def product_similar(request: HttpRequest, pk: str) -> dict[str, Any]:
+    if not re.fullmatch(r"[0-9]{1,18}", pk):
+        raise ApiError(f"no published product with id {pk[:40]!r}", status=404)
+    product = Product.objects.published().select_related("category").filter(pk=int(pk)).first()
     if product is None:
         raise ApiError(f"no published product with id {pk}", status=404)
     k, space = _k(request), _space(request, embedders.IMAGE)
     filters = _filters(request)
-    if request.GET.get("same_category", "").lower() in {"1", "true", "yes"} and product.category:
+    if _bool(request, "same_category") and product.category:
         filters = Filters(category_path=product.category.path, price_min=filters.price_min,
                           price_max=filters.price_max, in_stock=filters.in_stock)  # fmt: skip
     try:
         version = selectors.image_space_version(space)
+        if _empty_range(filters):
+            return {"results": [], "space": version.space}
         hits = selectors.similar_products(product=product, k=k, filters=filters, version=version)
     except selectors.NotIndexed as exc:
         raise ApiError(f"{exc}; try again shortly", status=409) from None
     return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": version.space}
 
 
+@csrf_exempt  # read-only: any other method gets 405, not a CSRF 403
 @require_GET
+@rate_limited("search")
 @api_view
 def search(request: HttpRequest) -> dict[str, Any]:
     query = request.GET.get("q", "").strip()
@@ -133,6 +157,8 @@ def search(request: HttpRequest) -> dict[str, Any]:
     if len(query) > MAX_QUERY_LENGTH:
         raise ApiError(f"q is longer than {MAX_QUERY_LENGTH} characters")
     k, space, filters = _k(request), _space(request, embedders.TEXT), _filters(request)
+    if _empty_range(filters):
+        return {"results": [], "space": space or "hybrid", "sources": []}
     outcome = selectors.text_search(query=query, k=k, filters=filters, space=space)
     body: dict[str, Any] = {"results": _results(request, [(h.product_id, h.score) for h in outcome.hits]),
                             "space": outcome.space, "sources": outcome.sources}  # fmt: skip
@@ -143,6 +169,7 @@ def search(request: HttpRequest) -> dict[str, Any]:
 
 @csrf_exempt  # a read-only query: nothing is stored, no session is used
 @require_POST
+@rate_limited("photo")
 @api_view
 def search_image(request: HttpRequest) -> dict[str, Any]:
     upload = request.FILES.get("image")
@@ -153,6 +180,8 @@ def search_image(request: HttpRequest) -> dict[str, Any]:
         inspected = image_inspect(upload)
     except ImageRejected as exc:
         raise ApiError(f"image rejected: {exc.reason}") from None
+    if _empty_range(filters):
+        return {"results": [], "space": space or selectors.primary_image_space()}
     try:
         hits, used = selectors.photo_search(image=inspected.rgb, k=k, filters=filters, space=space)
     except selectors.NotIndexed as exc:
@@ -160,10 +189,16 @@ def search_image(request: HttpRequest) -> dict[str, Any]:
     return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": used}
 
 
+@csrf_exempt
+def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+    return JsonResponse({"error": f"no such API endpoint: /api/{path[:100]}"}, status=404)
+
+
 def _param(name: str, description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
+@csrf_exempt
 @require_GET
 def schema(request: HttpRequest) -> JsonResponse:
     """OpenAPI 3.1 description of this API."""
@@ -172,7 +207,11 @@ def schema(request: HttpRequest) -> JsonResponse:
     k = _param("k", f"How many products (1–{MAX_K}).", {"type": "integer", "minimum": 1, "maximum": MAX_K,
                                                          "default": 10})  # fmt: skip
     filters = [
-        _param("category", "Category slug; includes its subcategories.", {"type": "string"}),
+        _param(
+            "category",
+            "Category slug; includes its subcategories. Unknown slugs answer 404.",
+            {"type": "string", "pattern": "^[-a-zA-Z0-9_]*$"},
+        ),
         _param("price_min", "Lowest price.", {"type": "number", "minimum": 0}),
         _param("price_max", "Highest price.", {"type": "number", "minimum": 0}),
         _param("in_stock", "Only products in stock.", {"type": "boolean"}),
@@ -190,7 +229,7 @@ def schema(request: HttpRequest) -> JsonResponse:
     def answers(*extra: int) -> dict[str, Any]:
         out: dict[str, Any] = {"200": {"description": "Products, best first, one per product.", "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}}}  # fmt: skip
-        for status in (400, *extra):
+        for status in (400, 429, *extra):
             out[str(status)] = {"description": "Error", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}  # fmt: skip
         return out
@@ -208,11 +247,12 @@ def schema(request: HttpRequest) -> JsonResponse:
                 "responses": answers(404, 409, 503)}},
             "/api/search": {"get": {
                 "summary": "Free-text search: CLIP text-to-image, the text space and full-text search, fused.",
-                "parameters": [_param("q", "The search text.", {"type": "string", "maxLength": MAX_QUERY_LENGTH},
-                                      required=True), k,
+                "parameters": [_param("q", "The search text (not blank, no NUL characters).",
+                                      {"type": "string", "maxLength": MAX_QUERY_LENGTH,
+                                       "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"}, required=True), k,
                                _param("space", "Use only this space.", {"type": "string", "enum": text_spaces}),
                                *filters],
-                "responses": answers(503)}},
+                "responses": answers(404, 503)}},
             "/api/search/image": {"post": {
                 "summary": "Search by photo. The photo is not kept.",
                 "parameters": [k, _param("space", "Image space.", {"type": "string", "enum": image_spaces}),
@@ -220,7 +260,7 @@ def schema(request: HttpRequest) -> JsonResponse:
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["image"],
                     "properties": {"image": {"type": "string", "format": "binary"}}}}}},
-                "responses": answers(409, 503)}},
+                "responses": answers(404, 409, 503)}},
         },
         "components": {"schemas": {"Hit": hit, "Results": results, "Error": error}},
     }  # fmt: skip

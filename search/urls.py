@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from search import api, views
 
@@ -8,8 +8,9 @@ urlpatterns = [
     path("search/", views.search, name="search"),
     path("search/photo/", views.photo_search, name="photo"),
     path("staff/compare/", views.compare, name="compare"),
-    path("api/products/<int:pk>/similar", api.product_similar, name="api_similar"),
+    path("api/products/<str:pk>/similar", api.product_similar, name="api_similar"),
     path("api/search", api.search, name="api_search"),
     path("api/search/image", api.search_image, name="api_search_image"),
     path("api/schema", api.schema, name="api_schema"),
+    re_path(r"^api/(?P<path>.*)$", api.not_found),
 ]

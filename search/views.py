@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
@@ -11,6 +13,7 @@ from django.shortcuts import render
 
 from catalog.models import Product
 from catalog.services import ImageRejected, image_inspect
+from config.ratelimit import rate_limited
 from search import embedders, selectors
 from search.forms import PhotoSearchForm, SearchForm, sort_products
 
@@ -18,6 +21,7 @@ RESULTS_PER_PAGE = 24
 MAX_RESULTS = 96
 
 
+@rate_limited("search")
 def search(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET or None)
     context: dict[str, object] = {"form": form}
@@ -36,9 +40,14 @@ def search(request: HttpRequest) -> HttpResponse:
 
 
 def photo_search(request: HttpRequest) -> HttpResponse:
-    form = PhotoSearchForm(request.POST or None, request.FILES or None)
     if request.method != "POST":
-        return render(request, "search/photo.html", {"form": form})
+        return render(request, "search/photo.html", {"form": PhotoSearchForm()})
+    return _photo_search_post(request)
+
+
+@rate_limited("photo")
+def _photo_search_post(request: HttpRequest) -> HttpResponse:
+    form = PhotoSearchForm(request.POST, request.FILES)
     if not form.is_valid():
         return render(request, "search/photo.html", {"form": form}, status=400)
     try:
@@ -66,7 +75,7 @@ def compare(request: HttpRequest) -> HttpResponse:
     candidates: list[Product] = []
     if query:
         lookup = Q(sku__iexact=query) | Q(slug=query) | Q(title__icontains=query)
-        if query.isdigit():
+        if re.fullmatch(r"[0-9]{1,18}", query):
             lookup |= Q(pk=int(query))
         candidates = list(Product.objects.filter(lookup).order_by("title")[:20])
         exact = [p for p in candidates if str(p.pk) == query or p.sku.lower() == query.lower() or p.slug == query]

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -125,11 +126,28 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- celery / redis --------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 VITRINE_EMBEDDED_REDIS = CELERY_BROKER_URL is None
-if CELERY_BROKER_URL is None:
-    from config import embedded
+from config import embedded  # noqa: E402  (paths only; nothing starts here)
 
+if CELERY_BROKER_URL is None:
     # The embedded Redis starts when a worker boots or a task is first published.
     CELERY_BROKER_URL = embedded.redis(VITRINE_HOME).url
+# Rate-limit counters and worker heartbeats (database 1 of the broker's Redis by default).
+
+
+def _redis_url() -> str:
+    if VITRINE_EMBEDDED_REDIS:
+        return f"unix://{embedded.redis(VITRINE_HOME).socket_path}?db=1"
+    if CELERY_BROKER_URL and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        return CELERY_BROKER_URL.rsplit("/", 1)[0] + "/1"
+    return "redis://localhost:6379/1"
+
+
+VITRINE_REDIS_URL = env("VITRINE_REDIS_URL") or _redis_url()
+VITRINE_RATE_LIMITS = {
+    "search": env_int("VITRINE_RATE_LIMIT_SEARCH", 120),  # per client and minute
+    "photo": env_int("VITRINE_RATE_LIMIT_PHOTO", 30),
+}
+VITRINE_TRUSTED_PROXY_HEADER = env("VITRINE_TRUSTED_PROXY_HEADER", "")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -174,7 +192,7 @@ VITRINE_MAX_UPLOAD_BYTES = env_int("VITRINE_MAX_UPLOAD_BYTES", 30 * 1024 * 1024)
 VITRINE_THUMBNAIL_SIZE = 400
 VITRINE_DISPLAY_SIZE = 1200
 VITRINE_PRODUCTS_PER_PAGE = env_int("VITRINE_PRODUCTS_PER_PAGE", 24)
-DATA_UPLOAD_MAX_NUMBER_FILES = env_int("VITRINE_MAX_FILES_PER_UPLOAD", 200)
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("VITRINE_MAX_FILES_PER_UPLOAD", 100)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # --- embedding spaces -----------------------------------------------------------------

@@ -66,27 +66,29 @@ def test_bad_files_are_named_with_reasons_and_good_ones_kept(tree: Path):
 def test_manifest_import_with_optional_columns_and_shared_sku(tmp_path: Path):
     root = tmp_path / "m"
     (root / "img").mkdir(parents=True)
-    for name in ("a.png", "b.png", "c.png", "d.png"):
+    for name in ("a.png", "b.png", "c.png", "d.png", "e.png"):
         (root / "img" / name).write_bytes(image_bytes())
     (root / "products.csv").write_text(
         "image,title,category,description,price,sku,color,stock\n"
         "img/a.png,Linen Shirt,Clothing/Shirts,Cool and light,29.90,SH-1,white,4\n"
         "img/b.png,Linen Shirt (back),Clothing/Shirts,,29.90,SH-1,white,4\n"
         "img/c.png,Kettle,Kitchen,,not-a-price,,,\n"
+        "img/e.png,Toaster,Kitchen,,,,,²\n"
         "img/d.png,,,,,,,\n"
         "../outside.png,Escape,,,,,,\n"
         "img/missing.png,Ghost,,,,,,\n",
         encoding="utf-8",
     )
     out = run(str(root), manifest=root / "products.csv")
-    assert "Imported 3 file(s), skipped 0, failed 3." in out
+    assert "Imported 3 file(s), skipped 0, failed 4." in out
+    assert "img/e.png: stock '²' is not a whole number" in out
     shirt = Product.objects.get(sku="SH-1")
     assert shirt.title == "Linen Shirt" and shirt.price == Decimal("29.90") and shirt.stock == 4
     assert shirt.color == "white" and shirt.description == "Cool and light"
     assert shirt.category.path == "clothing/shirts" and shirt.images.count() == 2
     assert "img/c.png: price 'not-a-price' is not a number" in out
-    assert "../outside.png: line 6: the image path leaves the import folder" in out
-    assert "img/missing.png: line 7: no such file" in out
+    assert "../outside.png: line 7: the image path leaves the import folder" in out
+    assert "img/missing.png: line 8: no such file" in out
     assert Product.objects.filter(title="D").exists()  # empty title falls back to the file name
 
 

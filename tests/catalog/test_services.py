@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from django.core.files.storage import default_storage
 from django.db import IntegrityError
+from PIL import Image
 
 from catalog import services
 from catalog.models import Category, Product, ProductImage
@@ -56,10 +57,10 @@ def test_first_image_is_primary_and_files_are_stored_under_generated_names(setti
     assert (first.position, second.position) == (0, 1)
     assert first.file.name == f"products/originals/{first.checksum[:2]}/{first.checksum}.png"
     original = Path(settings.MEDIA_ROOT) / first.file.name
-    assert original.read_bytes() == data  # the original is kept byte for byte
+    # Stored re-encoded from its pixels (transparency kept as PNG), not byte for byte.
+    with Image.open(original) as stored:
+        assert stored.format == "PNG" and stored.mode == "RGBA" and stored.size == (900, 600)
     assert str(original).startswith(str(settings.MEDIA_ROOT))
-    from PIL import Image
-
     with Image.open(Path(settings.MEDIA_ROOT) / first.thumbnail.name) as thumb:
         assert thumb.format == "JPEG" and max(thumb.size) == settings.VITRINE_THUMBNAIL_SIZE
         assert thumb.getpixel((100, 100)) == (255, 255, 255)  # transparency flattened onto white

@@ -182,7 +182,8 @@ def test_api_similar(client, shop):
 @pytest.mark.parametrize("params, message", [
     ({"k": "0"}, "k must be a whole number"), ({"k": "101"}, "k must be"), ({"k": "ten"}, "k must be"),
     ({"space": "nope"}, "space must be one of"), ({"space": "text"}, "space must be one of"),
-    ({"price_min": "cheap"}, "price_min must be a number"), ({"category": "nope"}, "unknown category"),
+    ({"price_min": "cheap"}, "price_min must be a number"),
+    ({"in_stock": "maybe"}, "in_stock must be true or false"),
 ])  # fmt: skip
 def test_api_errors_are_400_with_a_message(client, shop, params, message):
     response = client.get(f"/api/products/{shop['red0'].pk}/similar", params)
@@ -191,6 +192,12 @@ def test_api_errors_are_400_with_a_message(client, shop, params, message):
 
 def test_api_not_found_and_not_indexed(client, shop):
     assert client.get("/api/products/999999/similar").status_code == 404
+    assert client.get("/api/products/²/similar").status_code == 404
+    assert (
+        "unknown category"
+        in client.get(f"/api/products/{shop['red0'].pk}/similar", {"category": "nope"}).json()["error"]
+    )
+    assert client.get("/api/nowhere").json()["error"].startswith("no such API endpoint")
     fresh = ProductFactory()
     add_image(fresh)
     response = client.get(f"/api/products/{fresh.pk}/similar")

@@ -1,0 +1,61 @@
+"""/healthz (the process answers) and /readyz (what it depends on answers)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+
+HEARTBEAT_PREFIX = "vitrine:worker-heartbeat:"
+HEARTBEAT_TTL = 45
+
+
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Database, broker, worker heartbeats and each space's model state. 503 when a hard dependency is down;
+    a space that is unavailable is reported but does not make the shop unready (search degrades)."""
+    checks: dict[str, Any] = {}
+    ready = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = {"ok": True}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "error": str(exc)[:200]}
+        ready = False
+    workers: list[dict[str, Any]] = []
+    try:
+        from config.ratelimit import redis_client
+
+        client = redis_client()
+        client.ping()
+        checks["broker"] = {"ok": True}
+        for key in client.scan_iter(f"{HEARTBEAT_PREFIX}*", count=100):
+            raw = client.get(key)
+            if raw:
+                beat = json.loads(raw)
+                workers.append({"name": beat["name"], "seconds_ago": round(time.time() - beat["at"], 1)})
+    except Exception as exc:
+        checks["broker"] = {"ok": False, "error": str(exc)[:200]}
+        ready = False
+    checks["workers"] = {"ok": bool(workers), "alive": workers}
+    if checks["database"]["ok"]:
+        from search.models import SpaceState
+
+        states = {s.key: s for s in SpaceState.objects.all()}
+        checks["spaces"] = {
+            key: {"available": bool(states.get(key) and states[key].available),
+                  "reason": states[key].reason if key in states else "not checked yet"}
+            for key in settings.VITRINE_ENABLED_SPACES
+        }  # fmt: skip
+    return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
