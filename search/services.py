@@ -45,15 +45,25 @@ class ImageUnreadable(Exception):
 # --- entry points from catalog -----------------------------------------------------------
 
 
+def _enqueue_safely(task: Any, *args: Any) -> None:
+    """Queue a task; if the broker is down, log it and move on. The row is saved either way and
+    the periodic sweep queues whatever has no vector, so an upload never fails for this."""
+    try:
+        task.apply_async(args=args, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2,
+                                                              "interval_step": 0.5, "interval_max": 1})  # fmt: skip
+    except Exception as exc:
+        logger.warning("could not queue %s%s (the sweep will): %s", task.name, args, exc)
+
+
 def image_index_later(*, image_id: int) -> None:
     """After the current transaction commits, embed the image in every enabled image space."""
     from search import tasks
 
     def enqueue() -> None:
         for space in embedders.image_spaces():
-            tasks.image_embed_task.delay(image_id, space)
+            _enqueue_safely(tasks.image_embed_task, image_id, space)
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(enqueue, robust=True)
 
 
 def product_index_later(*, product_id: int) -> None:
@@ -62,9 +72,9 @@ def product_index_later(*, product_id: int) -> None:
 
     def enqueue() -> None:
         for space in embedders.text_spaces():
-            tasks.product_embed_task.delay(product_id, space)
+            _enqueue_safely(tasks.product_embed_task, product_id, space)
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(enqueue, robust=True)
 
 
 def products_reindex(*, product_ids: Sequence[int], requested_by: Any = None) -> list[ReindexJob]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from io import StringIO
 
@@ -350,3 +351,28 @@ def test_text_model_upgrade_switches_when_every_product_has_a_vector(settings, u
 
     assert not ProductEmbedding.objects.filter(space="text", model_version=old.version).exists()
     embedders._instances.pop("text", None)
+
+
+def test_a_dead_broker_never_fails_an_upload(caplog):
+    """``image_index_later`` queues through ``_enqueue_safely``; here it meets a broker nobody answers."""
+    from celery import Celery
+
+    # Not set as current: shared tasks elsewhere must keep using the real app.
+    dead = Celery("dead-broker", broker="redis://127.0.0.1:9/0", set_as_current=False)  # nothing listens there
+
+    @dead.task(name="dead.noop")
+    def noop(*args):  # type: ignore[no-untyped-def]
+        return args
+
+    started = time.monotonic()
+    services._enqueue_safely(noop, 1, "pixels")  # must not raise
+    assert "could not queue dead.noop" in caplog.text
+    assert time.monotonic() - started < 10
+
+
+def test_images_whose_enqueue_failed_are_found_by_the_sweep(use_spaces):
+    use_spaces("pixels")
+    image = add_image(ProductFactory())  # in this test transaction nothing is ever queued
+    assert services.space_counts("pixels").missing == 1
+    assert services.sweep(spaces=["pixels"]) == {"pixels": 1}
+    assert image.pk

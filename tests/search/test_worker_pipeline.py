@@ -98,3 +98,18 @@ def test_an_image_that_cannot_be_read_ends_failed_with_its_reason(worker):
     row = ImageEmbedding.objects.get(image=image, space="cnn")
     assert "missing from storage" in row.error
     assert settings.VITRINE_EMBED_MAX_ATTEMPTS >= 1
+
+
+def test_worker_comes_back_after_redis_restarts_and_nothing_is_lost(worker, settings):
+    from config import embedded
+
+    redis_server = embedded.redis(settings.VITRINE_HOME)
+    assert redis_server.stop(force=True)  # the broker dies under a running worker
+    time.sleep(1.0)
+    started = time.monotonic()
+    # Publishing starts the embedded broker again (its data on disk); the worker must reconnect by itself.
+    product = catalog_services.product_create(title="Phoenix mug")
+    image = catalog_services.product_image_add(product=product, file=image_bytes(size=(120, 90)))
+    _wait(lambda: ImageEmbedding.objects.filter(image=image, space="cnn", status="ok").exists(), 60)
+    assert time.monotonic() - started < 45
+    assert ImageEmbedding.objects.filter(image=image).count() == 2  # pixels and cnn, once each
