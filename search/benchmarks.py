@@ -196,8 +196,42 @@ class Shopper(HttpUser):
 """
 
 
+SHOP_LOCUSTFILE = """
+import random
+from locust import HttpUser, between, task
+
+IDS = {ids!r}
+SLUGS = {slugs!r}
+WORDS = ["apple", "red mug", "guitar", "laptop", "shirt", "hammer", "juice", "bicycle", "pen", "cake"]
+PHOTO = open({photo!r}, "rb").read()
+
+
+class Shopper(HttpUser):
+    wait_time = between({wait_min}, {wait_max})
+
+    @task(3)
+    def browse(self):
+        self.client.get(random.choice(["/", "/products/", "/products/?page=2"]), name="browse")
+        self.client.get(f"/products/{{random.choice(SLUGS)}}/", name="/products/[slug]/")
+
+    @task(2)
+    def similar_api(self):
+        self.client.get(f"/api/products/{{random.choice(IDS)}}/similar?k=10", name="/api/products/[id]/similar")
+
+    @task(2)
+    def text_search(self):
+        self.client.get("/search/", params={{"q": random.choice(WORDS)}}, name="/search/?q=")
+
+    @task(1)
+    def photo_search(self):
+        self.client.post("/api/search/image?k=10", files={{"image": ("photo.png", PHOTO, "image/png")}},
+                         name="/api/search/image")
+"""
+
+
 def load_test(*, users: int = 10, duration: int = 60, web_workers: int = 2, wait: tuple[float, float] = (0.5, 1.5),
-              out_dir: Path, warm_queries: int = 3000) -> dict[str, Any]:  # fmt: skip
+              out_dir: Path, warm_queries: int = 3000, scenario: str = "similar",
+              during_reindex: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Serve the shop with gunicorn and drive it with locust (headless); p50/p95 per endpoint."""
     rng = np.random.default_rng(7)
     indexed = ImageEmbedding.objects.filter(status=EmbeddingStatus.OK, image__product__is_active=True)
@@ -216,10 +250,19 @@ def load_test(*, users: int = 10, duration: int = 60, web_workers: int = 2, wait
             continue
     out_dir.mkdir(parents=True, exist_ok=True)
     locustfile = out_dir / "locustfile.py"
-    locustfile.write_text(LOCUSTFILE.format(ids=sample, slugs=slugs, wait_min=wait[0], wait_max=wait[1]))
+    if scenario == "shop":
+        photo = ProductImage.objects.filter(product_id__in=sample).first()
+        assert photo is not None
+        photo_path = str(Path(settings.MEDIA_ROOT) / str(photo.file.name))
+        locustfile.write_text(SHOP_LOCUSTFILE.format(ids=sample, slugs=slugs, wait_min=wait[0], wait_max=wait[1],
+                                                     photo=photo_path))  # fmt: skip
+    else:
+        locustfile.write_text(LOCUSTFILE.format(ids=sample, slugs=slugs, wait_min=wait[0], wait_max=wait[1]))
     port = _free_port()
+    # The load comes from one address; per-client rate limits would turn it into 429s.
     env = {**os.environ, "DEBUG": "false", "VITRINE_HOME": str(settings.VITRINE_HOME),
-           "DJANGO_SETTINGS_MODULE": "config.settings.local"}  # fmt: skip
+           "DJANGO_SETTINGS_MODULE": "config.settings.local", "VITRINE_RATE_LIMIT_SEARCH": "0",
+           "VITRINE_RATE_LIMIT_PHOTO": "0"}  # fmt: skip
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
          str(web_workers), "--no-control-socket", "--log-level", "warning"],
@@ -230,17 +273,28 @@ def load_test(*, users: int = 10, duration: int = 60, web_workers: int = 2, wait
         for slug in slugs[:20]:  # warm every worker's connections and code paths
             _wait_http(f"http://127.0.0.1:{port}/products/{slug}/")
         prefix = out_dir / "locust"
+        reindex = None
+        if during_reindex:
+            reindex = subprocess.Popen([sys.executable, "manage.py", "reindex", "--space", during_reindex, "--sync",
+                                        "--no-progress"], cwd=settings.BASE_DIR, env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         subprocess.run(
             [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(users), "-r",
              str(users), "-t", f"{duration}s", "--host", f"http://127.0.0.1:{port}", "--csv", str(prefix),
              "--only-summary", "--loglevel", "WARNING"],
-            cwd=out_dir, env=env, check=True,
+            cwd=out_dir, env=env, check=False,
         )  # fmt: skip
+        if reindex is not None:
+            stats_reindex_running = reindex.poll() is None
+            reindex.wait(timeout=1800)
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
     stats: dict[str, Any] = {"users": users, "duration_s": duration, "think_time_s": list(wait),
-                             "web_workers": web_workers, "warm_up_queries": len(others)}  # fmt: skip
+                             "web_workers": web_workers, "warm_up_queries": len(others), "scenario": scenario,
+                             "during_reindex": during_reindex}  # fmt: skip
+    if during_reindex:
+        stats["reindex_still_running_at_end"] = stats_reindex_running
     with open(f"{prefix}_stats.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             stats[row["Name"]] = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),

@@ -57,11 +57,19 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=10)
         parser.add_argument("--duration", type=int, default=60, help="Load test seconds.")
         parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument(
+            "--scenario",
+            choices=["similar", "shop"],
+            default="similar",
+            help="similar: API + product pages; shop: browsing, similar, text and photo search.",
+        )
+        parser.add_argument("--during-reindex", metavar="SPACE", help="Run `reindex --sync` of SPACE meanwhile.")
         parser.add_argument("--json", dest="json_path", type=Path, help="Also write the figures here.")
 
     def handle(self, *args: Any, space: str, batch_size: int, images: int, repeat: int, latency: int,
                start_worker: bool, search_quality: bool, queries: int, seed_synthetic: int, dim: int,
-               load_test: bool, users: int, duration: int, web_workers: int, json_path: Path | None,
+               load_test: bool, users: int, duration: int, web_workers: int, scenario: str,
+               during_reindex: str | None, json_path: Path | None,
                **options: Any) -> None:  # fmt: skip
         figures: dict[str, Any] = {"cores": os.cpu_count()}
         search_modes = bool(search_quality or seed_synthetic or load_test)
@@ -78,8 +86,14 @@ class Command(BaseCommand):
             self.stdout.write(f"photo search, own product first: {figures['photo']}")
         if load_test:
             out = Path(settings.VITRINE_HOME) / "benchmarks" / "load"
-            figures["load"] = benchmarks.load_test(users=users, duration=duration, web_workers=web_workers,
-                                                   out_dir=out)  # fmt: skip
+            figures["load"] = benchmarks.load_test(
+                users=users,
+                duration=duration,
+                web_workers=web_workers,
+                out_dir=out,
+                scenario=scenario,
+                during_reindex=during_reindex,
+            )
             for name, row in figures["load"].items():
                 if isinstance(row, dict):
                     self.stdout.write(f"{name}: p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
