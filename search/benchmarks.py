@@ -262,10 +262,11 @@ def load_test(*, users: int = 10, duration: int = 60, web_workers: int = 2, wait
     # The load comes from one address; per-client rate limits would turn it into 429s.
     env = {**os.environ, "DEBUG": "false", "VITRINE_HOME": str(settings.VITRINE_HOME),
            "DJANGO_SETTINGS_MODULE": "config.settings.local", "VITRINE_RATE_LIMIT_SEARCH": "0",
-           "VITRINE_RATE_LIMIT_PHOTO": "0"}  # fmt: skip
+           "VITRINE_RATE_LIMIT_PHOTO": "0", "VITRINE_PRELOAD_QUERY_MODELS": "true",
+           "VITRINE_TORCH_THREADS": "1"}  # fmt: skip
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
-         str(web_workers), "--no-control-socket", "--log-level", "warning"],
+        [sys.executable, "-m", "gunicorn", "-c", "python:config.gunicorn", "config.wsgi", "--bind",
+         f"127.0.0.1:{port}", "--workers", str(web_workers), "--no-control-socket", "--log-level", "warning"],
         cwd=settings.BASE_DIR, env=env, start_new_session=True,
     )  # fmt: skip
     try:

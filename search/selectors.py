@@ -223,3 +223,24 @@ def photo_search(*, image: Image.Image, k: int = 24, filters: Filters | None = N
     embedder = embedders.load(space)  # warm after the first request in this process
     vector = embedder.embed_images([image])[0]
     return similar_to_vector(vector=vector, space=space, version=version, k=k, filters=filters), space
+
+
+def preload_query_models() -> list[str]:
+    """Load the models this process will use for text and photo queries; returns the spaces loaded."""
+    import logging
+
+    from search import embedders
+
+    loaded: list[str] = []
+    keys: list[str] = [key for key in ("clip", "text") if key in settings.VITRINE_ENABLED_SPACES]
+    try:
+        keys.append(image_space_version().space)
+    except Exception as exc:
+        logging.getLogger(__name__).info("no primary image space to preload yet: %s", exc)
+    for key in dict.fromkeys(keys):
+        try:
+            embedders.load(key)
+            loaded.append(key)
+        except embedders.SpaceUnavailable as exc:
+            logging.getLogger(__name__).info("query model for %s not preloaded: %s", key, exc.reason)
+    return loaded

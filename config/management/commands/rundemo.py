@@ -100,7 +100,10 @@ class Command(BaseCommand):
         raise CommandError(f"no free port between {port} and {port + 49} on {host}")
 
     def _start_children(self, host: str, port: int, web_workers: int) -> None:
+        # Web workers keep their query models warm, one torch thread each (the worker has the cores).
         env = {
+            "VITRINE_PRELOAD_QUERY_MODELS": "true",
+            "VITRINE_TORCH_THREADS": "1",
             **os.environ,
             "VITRINE_HOME": str(settings.VITRINE_HOME),
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.local"),
@@ -111,7 +114,8 @@ class Command(BaseCommand):
         worker = [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
                   "-Q", "default,embeddings", "--concurrency", "1", "-B", "--schedule", str(schedule),
                   "--hostname", f"demo-{os.getpid()}@%h"]  # fmt: skip
-        web = [python, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", str(web_workers),
+        web = [python, "-m", "gunicorn", "-c", "python:config.gunicorn", "config.wsgi", "--bind", f"{host}:{port}",
+               "--workers", str(web_workers),
                "--access-logfile", "-", "--graceful-timeout", "5", "--timeout", "120",
                # gunicorn's default control socket lives in $HOME and would clash between two demos.
                "--no-control-socket"]  # fmt: skip
