@@ -72,8 +72,9 @@ class SpaceVersion(models.Model):
         return "vector" if self.dimension <= 2000 else "halfvec"
 
 
-class ImageEmbedding(models.Model):
-    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings")
+class Embedding(models.Model):
+    """What every stored vector carries: its space, the model version that made it, and its state."""
+
     space = models.CharField(max_length=32)
     model_version = models.CharField(max_length=200)
     status = models.CharField(max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.OK)
@@ -81,6 +82,13 @@ class ImageEmbedding(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class ImageEmbedding(Embedding):
+    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings")
 
     class Meta:
         constraints = [
@@ -92,18 +100,11 @@ class ImageEmbedding(models.Model):
         return f"image {self.image_id} in {self.space} {self.model_version}: {self.status}"
 
 
-class ProductEmbedding(models.Model):
+class ProductEmbedding(Embedding):
     """Text-space vectors of a product's title and description."""
 
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="embeddings")
-    space = models.CharField(max_length=32)
-    model_version = models.CharField(max_length=200)
     source_hash = models.CharField(max_length=64, help_text="SHA-256 of the text that was embedded.")
-    status = models.CharField(max_length=10, choices=EmbeddingStatus.choices, default=EmbeddingStatus.OK)
-    vector = VectorField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
