@@ -56,9 +56,9 @@ def _k(request: HttpRequest) -> int:
 
 
 def _space(request: HttpRequest, modality: str) -> str | None:
-    space = request.GET.get("space")
-    if not space:
+    if "space" not in request.GET:
         return None
+    space = request.GET["space"]
     usable = [key for key in embedders.enabled() if modality in embedders.modalities(key)]
     if space not in usable:
         raise ApiError(f"space must be one of {', '.join(usable)} for this search, not {space[:40]!r}")
@@ -66,9 +66,9 @@ def _space(request: HttpRequest, modality: str) -> str | None:
 
 
 def _price(request: HttpRequest, name: str) -> Decimal | None:
-    raw = request.GET.get(name)
-    if raw in (None, ""):
+    if name not in request.GET:
         return None
+    raw = request.GET[name]
     try:
         value = Decimal(raw)
     except InvalidOperation:

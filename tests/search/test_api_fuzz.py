@@ -36,7 +36,7 @@ QUIET = override_settings(VITRINE_RATE_LIMITS={}, VITRINE_ENABLED_SPACES=["pixel
 
 @override_settings(VITRINE_RATE_LIMITS={})  # all spaces enabled, as the schema was read with
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case):  # type: ignore[no-untyped-def]
     excluded = []
     if case.path == "/api/search/image":
@@ -49,7 +49,7 @@ def test_api_conforms_to_its_schema(case):  # type: ignore[no-untyped-def]
 @QUIET
 @given(q=st.text(max_size=300), k=st.one_of(st.none(), st.text(max_size=6)), space=st.sampled_from(
     [None, "pixels", "text", "clip", "nope", "\x00", "💥"]))  # fmt: skip
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_text_search_never_fails_with_a_5xx(client, q, k, space):  # type: ignore[no-untyped-def]
     params = {"q": q}
     if k is not None:
@@ -67,7 +67,7 @@ def test_text_search_never_fails_with_a_5xx(client, q, k, space):  # type: ignor
 @QUIET
 @given(pk=st.integers(min_value=-(2**63), max_value=2**63), k=st.text(max_size=8),
        price=st.text(max_size=12), category=st.text(max_size=20))  # fmt: skip
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_similar_api_never_fails_with_a_5xx(client, pk, k, price, category):  # type: ignore[no-untyped-def]
     response = client.get(f"/api/products/{abs(pk)}/similar",
                           {"k": k, "price_min": price, "category": category})  # fmt: skip
