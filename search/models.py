@@ -136,6 +136,9 @@ class ReindexJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set whenever a chunk finishes: a running job whose heartbeat is old has lost its messages
+    # (a broker that crashed before writing them to disk) and the sweep queues its chunks again.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -150,3 +153,26 @@ class ReindexJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.processed / self.total) if self.total else (100 if self.status == "done" else 0)
+
+
+class ReindexChunk(models.Model):
+    """A slice of a reindex job, run as one short task.
+
+    Jobs are cut into chunks so that no task runs for long: a message whose worker was killed is
+    handed out again after the broker's visibility timeout, and that timeout has to be longer than
+    any task. Finishing a chunk is recorded once (``done_at``), so a chunk that runs twice counts once.
+    """
+
+    job = models.ForeignKey(ReindexJob, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    ids = models.JSONField(help_text="Image ids (image spaces) or product ids (text spaces).")
+    processed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="reindex_chunk_unique_number")]
+
+    def __str__(self) -> str:
+        return f"{self.job} chunk {self.number}"

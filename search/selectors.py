@@ -180,9 +180,10 @@ def text_search(*, query: str, k: int = 48, filters: Filters | None = None, spac
     wanted = [space] if space else [key for key in ("clip", "text") if key in settings.VITRINE_ENABLED_SPACES]
     for key in wanted:
         try:
-            embedder = embedders.load(key)
+            # The index first: a space no worker could index (its model missing) is skipped without
+            # this process trying, and paying for, a model load of its own.
             version = active_version(key)
-            vector = embedder.embed_texts([query])[0]
+            vector = embedders.load(key).embed_texts([query])[0]
         except (embedders.SpaceUnavailable, NotIndexed) as exc:
             reason = getattr(exc, "reason", str(exc))
             notices.append(f"{'Image search by text (CLIP)' if key == 'clip' else 'The text model'} is "

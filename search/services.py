@@ -12,9 +12,11 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,15 @@ from catalog import imaging
 from catalog.models import Product, ProductImage
 from search import embedders
 from search.embedders import Embedder, SpaceUnavailable
-from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, ReindexJob, SpaceState, SpaceVersion
+from search.models import (
+    EmbeddingStatus,
+    ImageEmbedding,
+    ProductEmbedding,
+    ReindexChunk,
+    ReindexJob,
+    SpaceState,
+    SpaceVersion,
+)
 from search.vectorstores import get_store
 
 logger = logging.getLogger(__name__)
@@ -88,11 +98,27 @@ def products_reindex(*, product_ids: Sequence[int], requested_by: Any = None) ->
 # --- spaces and versions ------------------------------------------------------------------
 
 
+# What this process last wrote to SpaceState per space, and when: the worker calls space_load for
+# every task, and the row only needs writing when the answer changes or has grown old.
+_recorded_states: dict[str, tuple[tuple[bool, str, str], float]] = {}
+STATE_REFRESH_S = 60.0
+
+
 def _record_state(key: str, *, available: bool, reason: str = "", model_id: str = "") -> None:
+    state = (available, reason, model_id[:300])
+    last = _recorded_states.get(key)
+    if last and last[0] == state and time.monotonic() - last[1] < STATE_REFRESH_S:
+        return
     SpaceState.objects.update_or_create(
         key=key, defaults={"available": available, "reason": reason, "checked_at": timezone.now(),
                            "model_id": model_id[:300]},
     )  # fmt: skip
+    _recorded_states[key] = (state, time.monotonic())
+
+
+def space_states_forget() -> None:
+    """Make the next :func:`space_load` write its state again (tests that empty the tables)."""
+    _recorded_states.clear()
 
 
 def space_load(key: str) -> Embedder:
@@ -476,10 +502,20 @@ def products_embed_bulk(*, space: str, product_ids: Iterable[int] | None = None,
 # --- reindex jobs and the sweep --------------------------------------------------------------------
 
 
-def _job_image_ids(job: ReindexJob) -> list[int] | None:
-    if job.product_ids is None:
-        return None
-    return list(ProductImage.objects.filter(product_id__in=job.product_ids).values_list("pk", flat=True))
+def _job_ids(job: ReindexJob, *, is_text: bool) -> list[int]:
+    """The ids a job covers, fixed when it starts: products for a text space, images otherwise."""
+    if is_text:
+        products = Product.objects.order_by("pk")
+        if job.product_ids is not None:
+            products = products.filter(pk__in=job.product_ids)
+        return list(products.values_list("pk", flat=True))
+    images = ProductImage.objects.order_by("pk")
+    if job.product_ids is not None:
+        images = images.filter(product_id__in=job.product_ids)
+    if job.missing_only:
+        version = current_version(job.space) or space_load(job.space).version
+        images = images.filter(pk__in=_missing_images(job.space, version).values("pk"))
+    return list(images.values_list("pk", flat=True))
 
 
 def reindex_job_create(*, space: str, missing_only: bool = False, product_ids: list[int] | None = None,
@@ -496,38 +532,145 @@ def reindex_job_create(*, space: str, missing_only: bool = False, product_ids: l
     return job
 
 
-def reindex_job_run(*, job_id: int) -> ReindexJob:
-    """Run a queued job in this process, saving progress after every batch."""
+def _job_fail(job: ReindexJob, reason: str) -> None:
+    ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.FAILED, error=reason,
+                                                finished_at=timezone.now())  # fmt: skip
+
+
+def reindex_job_plan(*, job_id: int) -> ReindexJob:
+    """Cut a queued job into chunks of ``VITRINE_REINDEX_CHUNK`` ids and mark it running.
+
+    Safe to call again for the same job (a redelivered message): the chunks are planned once.
+    """
     job = ReindexJob.objects.get(pk=job_id)
-    if job.status in (ReindexJob.Status.DONE, ReindexJob.Status.FAILED):
+    if job.status != ReindexJob.Status.QUEUED:
         return job
-    is_text = embedders.modalities(job.space) == frozenset({embedders.TEXT})
-    if is_text:
-        total = len(job.product_ids) if job.product_ids is not None else Product.objects.count()
-    else:
-        ids = _job_image_ids(job)
-        total = len(ids) if ids is not None else ProductImage.objects.count()
-    ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.RUNNING, started_at=timezone.now(),
-                                                total=total, processed=0)  # fmt: skip
-
-    def progress(n: int) -> None:
-        ReindexJob.objects.filter(pk=job.pk).update(processed=F("processed") + n)
-
     try:
-        if is_text:
-            result = products_embed_bulk(space=job.space, product_ids=job.product_ids, missing_only=job.missing_only,
-                                         progress=progress)  # fmt: skip
-        else:
-            result = images_embed_bulk(space=job.space, image_ids=_job_image_ids(job), missing_only=job.missing_only,
-                                       progress=progress)  # fmt: skip
+        space_load(job.space)  # fail early, with the reason, when the model cannot be had
+        is_text = embedders.modalities(job.space) == frozenset({embedders.TEXT})
+        ids = _job_ids(job, is_text=is_text)
     except SpaceUnavailable as exc:
-        ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.FAILED, error=exc.reason,
-                                                    finished_at=timezone.now())  # fmt: skip
-    else:
-        ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.DONE, failed=result.failed,
-                                                    total=F("processed"), finished_at=timezone.now())  # fmt: skip
+        _job_fail(job, exc.reason)
+        job.refresh_from_db()
+        return job
+    size = max(1, settings.VITRINE_REINDEX_CHUNK)
+    with transaction.atomic():
+        locked = ReindexJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status == ReindexJob.Status.QUEUED:
+            ReindexChunk.objects.bulk_create(
+                [ReindexChunk(job=locked, number=n, ids=ids[start : start + size])
+                 for n, start in enumerate(range(0, len(ids), size))],
+                ignore_conflicts=True,
+            )  # fmt: skip
+            now = timezone.now()
+            ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.RUNNING, started_at=now,
+                                                        heartbeat_at=now, total=len(ids), processed=0)  # fmt: skip
+    _job_finish_if_complete(job.pk)  # a job with nothing to do is done at once
     job.refresh_from_db()
     return job
+
+
+def reindex_chunk_run(*, chunk_id: int, queue_next: bool = False) -> ReindexChunk:
+    """Embed one chunk of a job. Running a chunk twice stores the same vectors and counts once.
+
+    ``queue_next`` (the worker's way): the chunk that records its completion queues the next one.
+    """
+    chunk = ReindexChunk.objects.select_related("job").get(pk=chunk_id)
+    job = chunk.job
+    if chunk.done_at is not None or job.status != ReindexJob.Status.RUNNING:
+        return chunk
+    try:
+        if embedders.modalities(job.space) == frozenset({embedders.TEXT}):
+            result = products_embed_bulk(space=job.space, product_ids=chunk.ids, missing_only=job.missing_only)
+        else:
+            result = images_embed_bulk(space=job.space, image_ids=chunk.ids, missing_only=job.missing_only)
+    except SpaceUnavailable as exc:
+        _job_fail(job, exc.reason)
+        return chunk
+    with transaction.atomic():
+        first = ReindexChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(
+            done_at=timezone.now(), processed=len(chunk.ids), failed=result.failed
+        )
+        if first:
+            ReindexJob.objects.filter(pk=job.pk).update(processed=F("processed") + len(chunk.ids),
+                                                        failed=F("failed") + result.failed,
+                                                        heartbeat_at=timezone.now())  # fmt: skip
+    if first and queue_next:
+        reindex_job_queue_chunks(job_id=job.pk, after=chunk.number)
+    _job_finish_if_complete(job.pk)
+    chunk.refresh_from_db()
+    return chunk
+
+
+def reindex_chunk_failed(*, chunk_id: int, reason: str) -> None:
+    """A chunk hit an error that retrying will not fix: the job stops with the reason (staff can rerun it)."""
+    chunk = ReindexChunk.objects.select_related("job").get(pk=chunk_id)
+    logger.error("reindex job #%s failed in chunk %s: %s", chunk.job_id, chunk.number, reason)
+    _job_fail(chunk.job, f"chunk {chunk.number}: {reason}"[:2000])
+
+
+def _job_finish_if_complete(job_id: int) -> None:
+    if ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).exists():
+        return
+    job = ReindexJob.objects.get(pk=job_id)
+    updated = ReindexJob.objects.filter(pk=job_id, status=ReindexJob.Status.RUNNING).update(
+        status=ReindexJob.Status.DONE, finished_at=timezone.now()
+    )
+    if updated:
+        version_activate_if_complete(space=job.space)
+
+
+def reindex_job_pending_chunks(*, job_id: int, limit: int | None = None) -> list[int]:
+    """Ids of the job's chunks not yet done, in order."""
+    pending = ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).order_by("number")
+    return list(pending.values_list("pk", flat=True)[:limit])
+
+
+def reindex_job_queue_chunks(*, job_id: int, after: int | None = None) -> int:
+    """Queue the next chunks of a running job, keeping ``VITRINE_REINDEX_WINDOW`` of them in flight.
+
+    Called when the job starts (``after=None``: the first window) and by every chunk that finishes
+    (``after``: its number; the chunk one window further on is queued). Only a short window is ever
+    in the queue, so uploads queued meanwhile are embedded within a chunk's time, not after the job.
+    """
+    from search import tasks
+
+    window = max(1, settings.VITRINE_REINDEX_WINDOW)
+    chunks = ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).order_by("number")
+    if after is None:
+        ids = list(chunks.values_list("pk", flat=True)[:window])
+    else:
+        ids = list(chunks.filter(number=after + window).values_list("pk", flat=True))
+    for pk in ids:
+        _enqueue_safely(tasks.reindex_chunk_task, pk)
+    return len(ids)
+
+
+def reindex_job_run(*, job_id: int) -> ReindexJob:
+    """Run a job to the end in this process (tests, scripts); the worker runs the same steps as tasks."""
+    job = reindex_job_plan(job_id=job_id)
+    for pk in reindex_job_pending_chunks(job_id=job.pk):
+        reindex_chunk_run(chunk_id=pk)
+    job.refresh_from_db()
+    return job
+
+
+def reindex_jobs_resume_stalled(*, older_than_s: int | None = None) -> list[int]:
+    """Queue again the chunks of running jobs that stopped making progress.
+
+    A killed worker's chunk comes back by itself after the broker's visibility timeout; this catches
+    messages that were lost outright (a broker that crashed before writing them to disk).
+    """
+    age = older_than_s if older_than_s is not None else settings.VITRINE_REINDEX_STALL_S
+    stalled = ReindexJob.objects.filter(status=ReindexJob.Status.RUNNING,
+                                        heartbeat_at__lt=timezone.now() - timedelta(seconds=age))  # fmt: skip
+    resumed = []
+    for job in stalled:
+        ReindexJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+        if reindex_job_queue_chunks(job_id=job.pk):
+            resumed.append(job.pk)
+            logger.warning("reindex job #%s made no progress for %s s; queued its next chunks again", job.pk, age)
+    return resumed
 
 
 def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, int]:
@@ -559,4 +702,5 @@ def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, 
             for start in range(0, len(ids), batch):
                 tasks.images_embed_batch_task.delay(ids[start : start + batch], space)
         queued[space] = len(ids)
+    reindex_jobs_resume_stalled()
     return queued

@@ -1,7 +1,11 @@
 """Thin Celery tasks: ids in, a service call, retries and limits owned here.
 
 All run on the ``embeddings`` queue (see CELERY_TASK_ROUTES). They are
-idempotent upserts, acknowledged late and re-queued if a worker dies mid-task.
+idempotent upserts, acknowledged late and re-queued if a worker dies mid-task:
+at once when a pool process dies, and after the broker's visibility timeout
+(``VITRINE_TASK_VISIBILITY_TIMEOUT_S``) when the whole worker does. Every hard
+time limit here stays below that timeout, so a task still running is never
+handed out twice; long work (reindex jobs) is cut into short chunks.
 """
 
 from __future__ import annotations
@@ -63,12 +67,28 @@ def product_embed_task(self: Task, product_id: int, space: str) -> str:
         raise self.retry(exc=exc) from exc
 
 
-@shared_task(**COMMON, soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60, max_retries=3)
+@shared_task(**COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
 def reindex_job_task(self: Task, job_id: int) -> str:
+    """Plan a job into chunks and queue the first few; each chunk queues the next when it finishes."""
     try:
-        return services.reindex_job_run(job_id=job_id).status
+        job = services.reindex_job_plan(job_id=job_id)
     except TRANSIENT as exc:
         raise self.retry(exc=exc) from exc
+    if job.status == "running":
+        services.reindex_job_queue_chunks(job_id=job.pk)
+    return job.status
+
+
+@shared_task(**COMMON, soft_time_limit=900, time_limit=960, max_retries=5)
+def reindex_chunk_task(self: Task, chunk_id: int) -> str:
+    try:
+        chunk = services.reindex_chunk_run(chunk_id=chunk_id, queue_next=True)
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc) from exc
+    except Exception as exc:  # a bug or a model that crashes: stop the job with the reason, don't loop
+        services.reindex_chunk_failed(chunk_id=chunk_id, reason=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    return "done" if chunk.done_at else "skipped"
 
 
 @shared_task(**COMMON, soft_time_limit=300, time_limit=360, max_retries=3)

@@ -20,6 +20,16 @@ def _media_root(settings: pytest.FixtureRequest, tmp_path: Path) -> Path:
     return media
 
 
+@pytest.fixture(autouse=True)
+def _space_states_forgotten() -> Iterator[None]:
+    """Tests empty the tables between them; the per-process memo of written space states must follow."""
+    from search import services
+
+    services.space_states_forget()
+    yield
+    services.space_states_forget()
+
+
 @pytest.fixture
 def make_product(db: None) -> Callable[..., object]:
     from catalog import services

@@ -6,8 +6,10 @@ data, the Redis socket and data, media files and the model cache.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -38,6 +40,16 @@ def env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from exc
+
+
+def env_json(name: str, default: Any) -> Any:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from exc
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -154,6 +166,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message taken by a worker that then died (kill -9, lost machine) is handed out again after
+# this many seconds. It must exceed every task's hard time limit (search/tasks.py; a test checks).
+VITRINE_TASK_VISIBILITY_TIMEOUT_S = env_int("VITRINE_TASK_VISIBILITY_TIMEOUT_S", 1800)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": VITRINE_TASK_VISIBILITY_TIMEOUT_S}
 
 # --- auth -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -220,6 +236,13 @@ VITRINE_SPACES: dict[str, dict] = {
                          "QUERY_TEXT_MODEL": env("VITRINE_CLIP_QUERY_TEXT_MODEL", "")}},
     "text": {"BACKEND": "search.embedders.sentence.TextEmbedder", "OPTIONS": {"MODEL": env("VITRINE_TEXT_MODEL", "")}},
 }  # fmt: skip
+# More spaces, or other options for one, without editing settings:
+# VITRINE_SPACES_EXTRA='{"mine": {"BACKEND": "shop.embedders.Mine", "OPTIONS": {...}}}'
+_extra_spaces = env_json("VITRINE_SPACES_EXTRA", {})
+if not isinstance(_extra_spaces, dict) or not all(isinstance(v, dict) and "BACKEND" in v
+                                                  for v in _extra_spaces.values()):  # fmt: skip
+    raise ImproperlyConfigured('VITRINE_SPACES_EXTRA must map space keys to {"BACKEND": ..., "OPTIONS": {...}}')
+VITRINE_SPACES.update(_extra_spaces)
 VITRINE_ENABLED_SPACES = env_list("VITRINE_ENABLED_SPACES", list(VITRINE_SPACES))
 VITRINE_PRIMARY_IMAGE_SPACE = str(env("VITRINE_PRIMARY_IMAGE_SPACE", "clip"))
 VITRINE_FALLBACK_IMAGE_SPACE = str(env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
@@ -229,6 +252,12 @@ VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 VITRINE_MIN_QUERY_SIMILARITY = {"text": 0.3, "clip": 0.0}
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
 VITRINE_REINDEX_BATCH = env_int("VITRINE_REINDEX_BATCH", 32)
+# Reindex jobs run as chunks of this many ids, a couple in the queue at a time, so uploads queued
+# during a long reindex wait for one chunk, not for the whole job.
+VITRINE_REINDEX_CHUNK = env_int("VITRINE_REINDEX_CHUNK", 256)
+VITRINE_REINDEX_WINDOW = env_int("VITRINE_REINDEX_WINDOW", 2)
+# A running job with no finished chunk for this long has lost its messages; the sweep requeues them.
+VITRINE_REINDEX_STALL_S = env_int("VITRINE_REINDEX_STALL_S", 2 * VITRINE_TASK_VISIBILITY_TIMEOUT_S)
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
 

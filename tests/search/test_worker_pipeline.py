@@ -2,71 +2,33 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import connection
 
 from catalog import services as catalog_services
 from search import selectors
 from search.models import ImageEmbedding, ProductEmbedding, SpaceState
 from tests.imagefactory import image_bytes
+from tests.search.workers import Worker, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 SPACES = "pixels,cnn,text"
 
 
 @pytest.fixture
-def worker(settings, _media_root) -> Iterator[subprocess.Popen[str]]:  # type: ignore[no-untyped-def]
+def worker(settings, _media_root) -> Iterator[Worker]:  # type: ignore[no-untyped-def]
     settings.VITRINE_ENABLED_SPACES = SPACES.split(",")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "VITRINE_DB_NAME": connection.settings_dict["NAME"],  # the test database
-        "VITRINE_MEDIA_ROOT": str(_media_root),
-        "VITRINE_ENABLED_SPACES": SPACES,
-        "VITRINE_HOME": str(settings.VITRINE_HOME),
-    }
-    if os.environ.get("DATABASE_URL"):
-        env["VITRINE_DB_NAME"] = connection.settings_dict["NAME"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "embeddings,default", "--pool", "solo",
-         "--purge", "--loglevel", "INFO", "--hostname", f"pipeline-{os.getpid()}@%h"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    # --purge drops leftovers of earlier runs; start uploading only once the worker is consuming.
-    _wait(lambda: any(" ready." in line for line in lines) or process.poll() is not None, 60)
-    assert process.poll() is None, "".join(lines)
+    process = Worker(home=settings.VITRINE_HOME, media_root=_media_root, spaces=SPACES)
     yield process
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    reader.join(timeout=5)
-    print("".join(lines)[-6000:])  # shown by pytest when the test failed
+    process.stop()
 
 
 def _wait(predicate, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for the worker")
+    wait_for(predicate, timeout)
 
 
 def test_upload_is_embedded_by_the_worker_and_becomes_searchable(worker):
