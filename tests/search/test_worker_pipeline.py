@@ -73,5 +73,7 @@ def test_worker_comes_back_after_redis_restarts_and_nothing_is_lost(worker, sett
     product = catalog_services.product_create(title="Phoenix mug")
     image = catalog_services.product_image_add(product=product, file=image_bytes(size=(120, 90)))
     _wait(lambda: ImageEmbedding.objects.filter(image=image, space="cnn", status="ok").exists(), 60)
-    assert time.monotonic() - started < 45
+    elapsed = time.monotonic() - started
+    print(f"consumed again {elapsed:.1f} s after the broker came back")
+    assert elapsed < 30  # the bound
     assert ImageEmbedding.objects.filter(image=image).count() == 2  # pixels and cnn, once each
