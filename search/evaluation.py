@@ -184,6 +184,11 @@ class NothingToEvaluate(Exception):
 
 
 def _unavailable_reason(space: str) -> str:
+    """Why a space has no vectors: its model cannot load here (the reason), or it was never indexed."""
+    try:
+        embedders.load(space)
+    except embedders.SpaceUnavailable as exc:
+        return f"the {space} space is unavailable: {exc.reason}"
     state = SpaceState.objects.filter(key=space).first()
     if state is not None and not state.available and state.reason:
         return f"the {space} space is unavailable: {state.reason}"

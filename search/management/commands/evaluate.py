@@ -41,7 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--report", type=Path, default=None, metavar="DIR",
                             help="Write an HTML report (charts, neighbour grids, worst queries) into DIR.")  # fmt: skip
         parser.add_argument("--json", action="store_true", dest="as_json",
-                            help="Print JSON: one object for one space; {k, results, skipped, ...} for all.")  # fmt: skip
+                            help="Print JSON: one object for one space; {k, results, skipped...} for all.")  # fmt: skip
 
     def handle(self, *args: Any, space: str, k: int, queries: Path | None, report: Path | None, as_json: bool,
                **options: Any) -> None:  # fmt: skip

@@ -47,7 +47,8 @@ class Command(BaseCommand):
                    disable=no_progress or None, dynamic_ncols=True)  # fmt: skip
 
         def on_epoch(epoch: int, loss: float, seconds: float) -> None:
-            bar.write(f"epoch {epoch}/{epochs}: loss {loss:.4f} ({seconds:.1f} s)", file=sys.stdout)
+            with tqdm.external_write_mode(file=sys.stderr):  # the line goes above the bar, not through it
+                self.stdout.write(f"epoch {epoch}/{epochs}: loss {loss:.4f} ({seconds:.1f} s)")
 
         try:
             result = simclr_train(epochs=epochs, size=size, base=base, batch_size=batch_size, limit=limit,
