@@ -68,6 +68,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     raise SpaceUnavailable(f"{path.name}: too many unknown classes in the checkpoint")
 
 
+NO_CHECKPOINT = ("no SimCLR checkpoint configured (set VITRINE_SIMCLR_CHECKPOINT to a path or URL, "
+                 "or run `manage.py train_simclr`)")  # fmt: skip
 TRAINED_PREFIX = "simclr-ft-"
 TRAINED_SUFFIX = ".ckpt"
 ARCHITECTURES = ("resnet50", "efficientnet-lite0")
@@ -156,8 +158,7 @@ class SimCLREmbedder(TorchImageEmbedder):
     def _checkpoint_path(self) -> Path:
         source = self._source()
         if not source:
-            raise SpaceUnavailable("no SimCLR checkpoint configured (set VITRINE_SIMCLR_CHECKPOINT to a path or URL, "
-                                   "or run `manage.py train_simclr`)")  # fmt: skip
+            raise SpaceUnavailable(NO_CHECKPOINT)
         if not source.startswith(("http://", "https://")):
             path = Path(source).expanduser()
             if not path.is_file():
@@ -182,8 +183,7 @@ class SimCLREmbedder(TorchImageEmbedder):
     def check(self) -> None:
         source = self._source()
         if not source:
-            raise SpaceUnavailable("no SimCLR checkpoint configured (set VITRINE_SIMCLR_CHECKPOINT to a path or URL, "
-                                   "or run `manage.py train_simclr`)")  # fmt: skip
+            raise SpaceUnavailable(NO_CHECKPOINT)
         if not source.startswith(("http://", "https://")) and not Path(source).expanduser().is_file():
             raise SpaceUnavailable(f"SimCLR checkpoint not found at {source}")
 
