@@ -142,6 +142,13 @@ def test_one_space_keeps_its_json_shape_and_prints_per_category(indexed, queries
     table = StringIO()
     call_command("evaluate", space="cnn", k=2, stdout=table)
     assert "per category (cnn)" in table.getvalue() and "Shirts" in table.getvalue()
+    every = StringIO()
+    call_command("evaluate", space="all", k=2, stdout=every)
+    lines = every.getvalue().splitlines()
+    assert lines[0].split()[:2] == ["space", "queries"] and [line.split()[0] for line in lines[1:5]] == [
+        "pixels", "cnn", "clip", "text"]  # fmt: skip
+    assert any(line.startswith("simclr") and "skipped" in line for line in lines)
+    assert "precision@2 per category:" in lines and any(line.split()[:1] == ["Mugs"] for line in lines)
     with pytest.raises(CommandError, match="does not take text queries"):
         call_command("evaluate", space="pixels", k=2, queries=queries_csv, stdout=StringIO())
     bad = queries_csv.with_name("bad.csv")

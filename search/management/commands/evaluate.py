@@ -127,10 +127,18 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(f"{s.space:<8} skipped: {s.reason}"))
         if len(results) == 1:
             self.stdout.write("")
-            self.stdout.write(f"per category ({results[0].space}):")
+            self.stdout.write(f"per category ({results[0].space}): queries, precision@{k}, recall@{k}, mAP@{k}")
             for name, m in results[0].per_category.items():
                 self.stdout.write(f"  {name[:28]:<28} {m.n_queries:>5} {m.precision_at_k:>8.3f} {m.recall_at_k:>8.3f} "
                                   f"{m.map_at_k:>8.3f}")  # fmt: skip
+        elif results:
+            self.stdout.write("")
+            self.stdout.write(f"precision@{k} per category:")
+            self.stdout.write(f"  {'':<28}" + "".join(f" {r.space:>8}" for r in results))
+            tables = [r.per_category for r in results]
+            for name in sorted({name for table in tables for name in table}):
+                cells = "".join(f" {t[name].precision_at_k:>8.3f}" if name in t else f" {'-':>8}" for t in tables)
+                self.stdout.write(f"  {name[:28]:<28}{cells}")
         for c in comparisons:
             style = self.style.SUCCESS if c.improved else self.style.WARNING
             self.stdout.write(style(c.sentence(k)))
