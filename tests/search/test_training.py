@@ -14,7 +14,7 @@ from PIL import Image
 from catalog.models import Product
 from search import embedders, selectors, services
 from search.embedders.simclr import SimCLREmbedder, fine_tuned_base, latest_trained_checkpoint, load_checkpoint
-from search.models import SpaceVersion
+from search.models import ReindexJob, SpaceVersion
 from search.training import nt_xent_loss
 from tests.factories import CategoryFactory, ProductFactory, add_image
 from tests.imagefactory import image_bytes
@@ -96,18 +96,19 @@ def test_a_tiny_training_run_is_served_by_the_simclr_space_and_replaces_the_old_
     assert "simclr p@5" in out and "vs its start (cnn, efficientnet-lite0, ImageNet)" in out
 
     # A second run: a new checkpoint (newest wins), built beside the old version while the old one serves.
-    _train(seed=1, no_reindex=True)
+    out = _train(seed=1)  # the default: a reindex job for the worker
     second = latest_trained_checkpoint(trained)
     assert second is not None and second != first
-    reloaded = services.space_load("simclr")  # a loaded process notices the newer checkpoint
-    assert reloaded.version != active.version
+    new_version = embedders.load("simclr").version  # a process with the space loaded noticed the newer checkpoint
+    assert new_version != active.version and "queued reindex job" in out
     states = dict(SpaceVersion.objects.filter(space="simclr").values_list("version", "state"))
-    assert states == {active.version: "active", reloaded.version: "building"}
+    assert states == {active.version: "active", new_version: "building"}
     product = Product.objects.filter(category=reds).first()
     assert selectors.similar_products(product=product, k=2, space="simclr")  # still answered by the old version
-    call_command("reindex", space="simclr", sync=True, no_progress=True, stdout=StringIO(), stderr=StringIO())
+    (job,) = ReindexJob.objects.filter(space="simclr")
+    assert services.reindex_job_run(job_id=job.pk).status == "done"  # what the worker runs
     states = dict(SpaceVersion.objects.filter(space="simclr").values_list("version", "state"))
-    assert states == {active.version: "retired", reloaded.version: "active"}
+    assert states == {active.version: "retired", new_version: "active"}
 
     table = StringIO()
     call_command("evaluate", space="simclr", k=2, stdout=table)
