@@ -1,17 +1,36 @@
-"""Retrieval quality: leave-one-out over the catalogue with category as the label."""
+"""Retrieval quality with category as the label.
+
+* Leave-one-out: each indexed, published, categorised product queries its space
+  (image spaces through :func:`search.selectors.similar_products`, text spaces with the
+  product's own title+description vector); relevant = the other indexed products of its
+  category.
+* Text queries (``query,category`` pairs): spaces that embed text (``clip``: text to image;
+  ``text``: titles and descriptions) answer through :func:`search.selectors.text_search`.
+
+Metrics are averaged over queries (overall) and over each category's queries (per category).
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import csv
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from catalog.models import Product
+from django.conf import settings
+
+from catalog.models import Category, Product
 from search import embedders, selectors
-from search.models import EmbeddingStatus, ImageEmbedding, SpaceVersion
+from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceState, SpaceVersion
+from search.vectorstores import get_store
+
+# Scores closer than this are a tie (float32 vectors, halfvec above 2000 dims).
+TIE_EPSILON = 1e-6
 
 
 def precision_at_k(relevant: Sequence[bool], k: int) -> float:
+    """Hits in the first ``k`` over ``k``: fewer than ``k`` results count the missing ones as misses."""
     return sum(relevant[:k]) / k
 
 
@@ -31,60 +50,400 @@ def average_precision_at_k(relevant: Sequence[bool], k: int, n_relevant: int) ->
     return total / min(k, n_relevant)
 
 
+def ranked_relevance(scored: Sequence[tuple[float, bool]]) -> list[bool]:
+    """Relevance in rank order, ties broken pessimistically (misses first among equal scores).
+
+    The store orders equal scores by id, and catalogue ids cluster by category (imports go
+    folder by folder), so id order would reward a model that gives many images the same
+    vector. Breaking ties against the model removes that luck.
+    """
+    ordered = sorted(scored, key=lambda item: -item[0])
+    out: list[bool] = []
+    start = 0
+    while start < len(ordered):
+        end = start + 1
+        while end < len(ordered) and abs(ordered[end][0] - ordered[start][0]) <= TIE_EPSILON:
+            end += 1
+        group = [rel for _, rel in ordered[start:end]]
+        out += sorted(group)  # False before True
+        start = end
+    return out
+
+
 @dataclass
-class EvaluationResult:
-    space: str
-    version: str
-    k: int
+class Neighbour:
+    product_id: int
+    image_id: int | None
+    score: float
+    relevant: bool
+
+
+@dataclass
+class QueryOutcome:
+    """One query: a product (leave-one-out) or a text, with what came back."""
+
+    label: str  # product title or query text
+    category: str
+    product_id: int | None
+    image_id: int | None
+    n_relevant: int
+    neighbours: list[Neighbour]
+    precision: float
+    recall: float
+    average_precision: float
+
+
+@dataclass
+class Metrics:
     n_queries: int
     precision_at_k: float
     recall_at_k: float
     map_at_k: float
 
+    def as_dict(self) -> dict[str, float | int]:
+        return {"n_queries": self.n_queries, "precision_at_k": self.precision_at_k,
+                "recall_at_k": self.recall_at_k, "map_at_k": self.map_at_k}  # fmt: skip
+
+
+def mean_metrics(queries: Sequence[QueryOutcome]) -> Metrics:
+    n = len(queries)
+    if not n:
+        return Metrics(0, 0.0, 0.0, 0.0)
+    return Metrics(n_queries=n, precision_at_k=sum(q.precision for q in queries) / n,
+                   recall_at_k=sum(q.recall for q in queries) / n,
+                   map_at_k=sum(q.average_precision for q in queries) / n)  # fmt: skip
+
+
+def per_category(queries: Sequence[QueryOutcome]) -> dict[str, Metrics]:
+    """Each category's mean over its own queries, categories sorted by name."""
+    groups: dict[str, list[QueryOutcome]] = defaultdict(list)
+    for query in queries:
+        groups[query.category].append(query)
+    return {name: mean_metrics(groups[name]) for name in sorted(groups)}
+
+
+def score_query(*, label: str, category: str, neighbours: list[Neighbour], k: int, n_relevant: int,
+                product_id: int | None = None, image_id: int | None = None) -> QueryOutcome:  # fmt: skip
+    """Metrics of one query from its neighbours (any order; ties count against the model)."""
+    relevant = ranked_relevance([(n.score, n.relevant) for n in neighbours])[:k]
+    relevant += [False] * (k - len(relevant))
+    return QueryOutcome(label=label, category=category, product_id=product_id, image_id=image_id,
+                        n_relevant=n_relevant, neighbours=sorted(neighbours, key=lambda n: -n.score)[:k],
+                        precision=precision_at_k(relevant, k), recall=recall_at_k(relevant, k, n_relevant),
+                        average_precision=average_precision_at_k(relevant, k, n_relevant))  # fmt: skip
+
+
+@dataclass
+class EvaluationResult:
+    space: str
+    version: str
+    k: int
+    mode: str  # "leave-one-out" or "text-queries"
+    queries: list[QueryOutcome] = field(repr=False)
+    skipped_queries: list[str] = field(default_factory=list)
+
+    @property
+    def overall(self) -> Metrics:
+        return mean_metrics(self.queries)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.queries)
+
+    @property
+    def precision_at_k(self) -> float:
+        return self.overall.precision_at_k
+
+    @property
+    def recall_at_k(self) -> float:
+        return self.overall.recall_at_k
+
+    @property
+    def map_at_k(self) -> float:
+        return self.overall.map_at_k
+
+    @property
+    def per_category(self) -> dict[str, Metrics]:
+        return per_category(self.queries)
+
+    def worst(self, n: int = 10) -> list[QueryOutcome]:
+        return sorted(self.queries, key=lambda q: (q.average_precision, q.precision, q.label))[:n]
+
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        overall = self.overall
+        categories = {name: m.as_dict() for name, m in self.per_category.items()}
+        out: dict[str, object] = {"space": self.space, "version": self.version, "k": self.k, "mode": self.mode,
+                                  **overall.as_dict(), "per_category": categories}  # fmt: skip
+        if self.skipped_queries:
+            out["skipped_queries"] = self.skipped_queries
+        return out
 
 
 class NothingToEvaluate(Exception):
     pass
 
 
-def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | None = None) -> EvaluationResult:
-    """Each indexed, published, categorised product queries the index through ``similar_products``.
+def _unavailable_reason(space: str) -> str:
+    """Why a space has no vectors: its model cannot load here (the reason), or it was never indexed."""
+    try:
+        embedders.load(space)
+    except embedders.SpaceUnavailable as exc:
+        return f"the {space} space is unavailable: {exc.reason}"
+    state = SpaceState.objects.filter(key=space).first()
+    if state is not None and not state.available and state.reason:
+        return f"the {space} space is unavailable: {state.reason}"
+    return f"the {space} space has no active vectors; run `manage.py reindex --space {space}`"
 
-    Relevant = the other indexed products of its category. Queries with no such
-    product are left out.
-    """
-    if embedders.IMAGE not in embedders.modalities(space):
-        raise NothingToEvaluate(f"the {space} space embeds product text, not images; leave-one-out image "
-                                "retrieval needs an image space (pixels, cnn, simclr or clip)")  # fmt: skip
+
+def _active(space: str) -> SpaceVersion:
     version = SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.ACTIVE).first()
     if version is None:
-        raise NothingToEvaluate(f"the {space} space has no active vectors; run `manage.py reindex --space {space}`")
-    indexed_ids = set(
-        ImageEmbedding.objects.filter(
-            space=space, model_version=version.version, status=EmbeddingStatus.OK
-        ).values_list("image__product_id", flat=True)
-    )
-    products = list(Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False))
+        raise NothingToEvaluate(_unavailable_reason(space))
+    return version
+
+
+def _is_text_space(space: str) -> bool:
+    return embedders.modalities(space) == frozenset({embedders.TEXT})
+
+
+def _indexed_product_ids(space: str, version: str) -> set[int]:
+    if _is_text_space(space):
+        texts = ProductEmbedding.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK)
+        return set(texts.values_list("product_id", flat=True))
+    images = ImageEmbedding.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK)
+    return set(images.values_list("image__product_id", flat=True))
+
+
+def _query_images(product_ids: Iterable[int], space: str, version: str) -> dict[int, int]:
+    """The image that stands for each product (as ``product_query_vector`` picks it)."""
+    rows = (ImageEmbedding.objects.filter(image__product_id__in=list(product_ids), space=space,
+                                          model_version=version, status=EmbeddingStatus.OK)
+            .order_by("image__product_id", "-image__is_primary", "image__position", "image_id")
+            .values_list("image__product_id", "image_id"))  # fmt: skip
+    out: dict[int, int] = {}
+    for product_id, image_id in rows:
+        out.setdefault(product_id, image_id)
+    return out
+
+
+def _primary_images(product_ids: Iterable[int]) -> dict[int, int]:
+    from catalog.models import ProductImage
+
+    rows = (ProductImage.objects.filter(product_id__in=list(product_ids))
+            .order_by("product_id", "-is_primary", "position", "id").values_list("product_id", "id"))  # fmt: skip
+    out: dict[int, int] = {}
+    for product_id, image_id in rows:
+        out.setdefault(product_id, image_id)
+    return out
+
+
+def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | None = None) -> EvaluationResult:
+    """Leave-one-out over the catalogue: every indexed product with another indexed product of its
+    category is a query; relevant = those other products. Queries without one are left out."""
+    version = _active(space)
+    indexed_ids = _indexed_product_ids(space, version.version)
+    products = list(Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False)
+                    .select_related("category").order_by("pk"))  # fmt: skip
     labels = {p.pk: p.category_id for p in products}
-    per_category = Counter(labels.values())
-    precisions, recalls, aps = [], [], []
+    sizes = Counter(labels.values())
+    text = _is_text_space(space)
+    images = _primary_images(labels) if text else _query_images(labels, space, version.version)
+    queries: list[QueryOutcome] = []
     for product in products:
-        n_relevant = per_category[product.category_id] - 1
+        n_relevant = sizes[product.category_id] - 1
         if n_relevant <= 0:
             continue
-        hits = selectors.similar_products(product=product, k=k, space=space)
-        relevant = [labels.get(hit.product_id) == product.category_id for hit in hits]
-        relevant += [False] * (k - len(relevant))
-        precisions.append(precision_at_k(relevant, k))
-        recalls.append(recall_at_k(relevant, k, n_relevant))
-        aps.append(average_precision_at_k(relevant, k, n_relevant))
+        if text:
+            neighbours = _text_neighbours(product=product, space=space, version=version, k=k, labels=labels,
+                                          images=images)  # fmt: skip
+        else:
+            hits = selectors.similar_products(product=product, k=k, space=space, version=version)
+            neighbours = [Neighbour(product_id=h.product_id, image_id=h.image_id, score=h.score,
+                                    relevant=labels.get(h.product_id) == product.category_id)
+                          for h in hits]  # fmt: skip
+        category = product.category.name if product.category else ""
+        queries.append(score_query(label=product.title, category=category, neighbours=neighbours,
+                                   k=k, n_relevant=n_relevant, product_id=product.pk,
+                                   image_id=images.get(product.pk)))  # fmt: skip
         if progress:
             progress(1)
-    if not precisions:
+    if not queries:
         raise NothingToEvaluate(f"no product in {space} has another indexed product of its category")
-    n = len(precisions)
-    return EvaluationResult(space=space, version=version.version, k=k, n_queries=n,
-                            precision_at_k=sum(precisions) / n, recall_at_k=sum(recalls) / n,
-                            map_at_k=sum(aps) / n)  # fmt: skip
+    return EvaluationResult(space=space, version=version.version, k=k, mode="leave-one-out", queries=queries)
+
+
+def _text_neighbours(*, product: Product, space: str, version: SpaceVersion, k: int, labels: dict[int, int | None],
+                     images: dict[int, int]) -> list[Neighbour]:  # fmt: skip
+    """A text space's nearest products to this product's own title+description vector, itself left out."""
+    own = (ProductEmbedding.objects.filter(product=product, space=space, model_version=version.version,
+                                           status=EmbeddingStatus.OK)
+           .values_list("vector", flat=True).first())  # fmt: skip
+    if own is None:
+        return []
+    found = get_store().nearest_products(space=space, version=version.version, dimension=version.dimension,
+                                         vector=own, k=k + 1)  # fmt: skip
+    return [Neighbour(product_id=pk, image_id=images.get(pk), score=1.0 - distance,
+                      relevant=labels.get(pk) == product.category_id)
+            for pk, distance in found if pk != product.pk][:k]  # fmt: skip
+
+
+# --- text queries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    query: str
+    category: str
+
+
+class BadQueryFile(ValueError):
+    pass
+
+
+def text_queries_read(path: Path) -> list[TextQuery]:
+    """``query,category`` rows from a CSV file with a header; blank rows are ignored."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"query", "category"} - set(reader.fieldnames or [])
+            if missing:
+                raise BadQueryFile(f"{path} lacks the column(s) {', '.join(sorted(missing))} (needs query,category)")
+            rows = [TextQuery(query=(row["query"] or "").strip(), category=(row["category"] or "").strip())
+                    for row in reader]  # fmt: skip
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadQueryFile(f"cannot read {path}: {exc}") from None
+    rows = [row for row in rows if row.query]
+    if not rows:
+        raise BadQueryFile(f"{path} has no queries")
+    return rows
+
+
+def text_spaces_for_queries() -> list[str]:
+    """Enabled spaces that can embed a text query: CLIP (into its image space) and text spaces."""
+    return [key for key in embedders.enabled() if embedders.TEXT in embedders.modalities(key)]
+
+
+def _find_category(name: str) -> Category | None:
+    return (Category.objects.filter(name__iexact=name).first()
+            or Category.objects.filter(path__iexact=name.strip("/")).first())  # fmt: skip
+
+
+def evaluate_text_queries(*, space: str, queries: Sequence[TextQuery], k: int = 5) -> EvaluationResult:
+    """Text-to-product search in one space; relevant = indexed products of the query's category (or below it)."""
+    if embedders.TEXT not in embedders.modalities(space):
+        raise NothingToEvaluate(f"the {space} space does not take text queries")
+    version = _active(space)
+    try:
+        embedders.load(space)
+    except embedders.SpaceUnavailable as exc:
+        raise NothingToEvaluate(f"the {space} space is unavailable: {exc.reason}") from None
+    indexed_ids = _indexed_product_ids(space, version.version)
+    products = Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False)
+    category_of = dict(products.values_list("pk", "category__path"))
+    images = _query_images(category_of, space, version.version) if not _is_text_space(space) else {}
+    images = images or _primary_images(category_of)
+    outcomes: list[QueryOutcome] = []
+    skipped: list[str] = []
+    for item in queries:
+        category = _find_category(item.category)
+        if category is None:
+            skipped.append(f"{item.query!r}: no category named {item.category!r}")
+            continue
+        prefix = category.path + "/"
+        members = {pk for pk, path in category_of.items() if path == category.path or path.startswith(prefix)}
+        if not members:
+            skipped.append(f"{item.query!r}: no indexed product in {category.name}")
+            continue
+        found = selectors.text_search(query=item.query, k=k, space=space)
+        neighbours = [Neighbour(product_id=h.product_id, image_id=images.get(h.product_id), score=h.score,
+                                relevant=h.product_id in members) for h in found.hits]  # fmt: skip
+        outcomes.append(score_query(label=item.query, category=category.name, neighbours=neighbours, k=k,
+                                    n_relevant=len(members)))  # fmt: skip
+    if not outcomes:
+        raise NothingToEvaluate(f"none of the queries could be evaluated in {space}: {'; '.join(skipped[:5])}")
+    return EvaluationResult(space=space, version=version.version, k=k, mode="text-queries", queries=outcomes,
+                            skipped_queries=skipped)  # fmt: skip
+
+
+# --- comparing spaces ------------------------------------------------------------------------------
+
+
+@dataclass
+class Skipped:
+    space: str
+    reason: str
+
+
+def evaluate_all(
+    *, k: int = 5, spaces: Sequence[str] | None = None, progress: Callable[[int], None] | None = None
+) -> tuple[list[EvaluationResult], list[Skipped]]:
+    """Leave-one-out in every enabled space (or ``spaces``); those that cannot answer are skipped with why."""
+    results: list[EvaluationResult] = []
+    skipped: list[Skipped] = []
+    for space in spaces or embedders.enabled():
+        try:
+            results.append(evaluate_space(space=space, k=k, progress=progress))
+        except NothingToEvaluate as exc:
+            skipped.append(Skipped(space=space, reason=str(exc)))
+    return results, skipped
+
+
+@dataclass
+class StartComparison:
+    """A fine-tuned space against the model it started from, evaluated the same way."""
+
+    space: str
+    start_space: str
+    start_label: str
+    metric: str
+    value: float
+    start_value: float
+
+    @property
+    def delta(self) -> float:
+        return self.value - self.start_value
+
+    @property
+    def improved(self) -> bool:
+        return self.delta > 0
+
+    def sentence(self, k: int) -> str:
+        verdict = "better than" if self.delta > 0 else ("no better than" if self.delta == 0 else "worse than")
+        return (f"{self.space} p@{k} {self.value:.3f} vs its start ({self.start_space}, {self.start_label}) "
+                f"{self.start_value:.3f}: {self.delta:+.3f} ({verdict} its start)")  # fmt: skip
+
+    def as_dict(self) -> dict[str, object]:
+        return {"space": self.space, "start_space": self.start_space, "start": self.start_label,
+                "metric": self.metric, "value": self.value, "start_value": self.start_value, "delta": self.delta,
+                "improved": self.improved}  # fmt: skip
+
+
+def start_of(result: EvaluationResult) -> tuple[str, str] | None:
+    """(space, label) of the stock model a fine-tuned space's active version started from, if it is indexed here."""
+    from search.embedders.simclr import fine_tuned_base
+
+    base = fine_tuned_base(result.version)
+    if base is None:
+        return None
+    cnn = str(getattr(settings, "VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
+    for space in ("cnn", cnn):
+        active = SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.ACTIVE).first()
+        if active is not None and active.version.startswith(f"{base}-"):
+            return space, f"{base}, ImageNet"
+    return None
+
+
+def compare_with_start(result: EvaluationResult, others: Sequence[EvaluationResult] = ()) -> StartComparison | None:
+    """p@k of a fine-tuned space against its start; the start is evaluated here unless ``others`` has it."""
+    start = start_of(result)
+    if start is None:
+        return None
+    space, label = start
+    baseline = next((r for r in others if r.space == space and r.k == result.k and r.mode == result.mode), None)
+    if baseline is None:
+        try:
+            baseline = evaluate_space(space=space, k=result.k)
+        except NothingToEvaluate:
+            return None
+    return StartComparison(space=result.space, start_space=space, start_label=label, metric=f"precision@{result.k}",
+                           value=result.precision_at_k, start_value=baseline.precision_at_k)  # fmt: skip

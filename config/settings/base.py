@@ -225,9 +225,12 @@ VITRINE_SPACES: dict[str, dict] = {
     "cnn": {"BACKEND": _CNN_BACKENDS[VITRINE_CNN_ARCH], "OPTIONS": {"WEIGHTS": env("VITRINE_CNN_WEIGHTS", "")}},
     "simclr": {
         "BACKEND": "search.embedders.simclr.SimCLREmbedder",
-        # A path, or a URL fetched once (the published ImageNet checkpoint by default).
-        "OPTIONS": {"CHECKPOINT": env("VITRINE_SIMCLR_CHECKPOINT", "https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
-                                      "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt")},
+        # CHECKPOINT (a path, or a URL fetched once) wins when set; else the newest checkpoint
+        # `train_simclr` wrote under TRAINED_DIR ($VITRINE_HOME/models/simclr/trained); else the published one.
+        "OPTIONS": {"CHECKPOINT": env("VITRINE_SIMCLR_CHECKPOINT", ""),
+                    "TRAINED_DIR": env("VITRINE_SIMCLR_TRAINED_DIR", ""),
+                    "PUBLISHED_CHECKPOINT": "https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
+                                            "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt"},
     },
     "clip": {"BACKEND": "search.embedders.sentence.ClipEmbedder",
              # QUERY_TEXT_MODEL: another text encoder for queries into the same image space, e.g.

@@ -13,3 +13,5 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 VITRINE_SERVE_MEDIA = True
+# Offline: the published SimCLR checkpoint can never be fetched, so tests give the space a checkpoint explicitly.
+VITRINE_SPACES["simclr"]["OPTIONS"]["PUBLISHED_CHECKPOINT"] = ""  # noqa: F405

@@ -1,34 +1,144 @@
-"""manage.py evaluate --space KEY [--k 5] [--json]"""
+"""manage.py evaluate --space KEY|all [--k 5] [--queries FILE.csv] [--report DIR] [--json]"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from search.evaluation import NothingToEvaluate, evaluate_space
+from search.evaluation import (
+    BadQueryFile,
+    EvaluationResult,
+    NothingToEvaluate,
+    Skipped,
+    StartComparison,
+    compare_with_start,
+    evaluate_all,
+    evaluate_space,
+    evaluate_text_queries,
+    text_queries_read,
+    text_spaces_for_queries,
+)
 
 
 class Command(BaseCommand):
-    help = "Leave-one-out retrieval quality of a space over the catalogue, with category as the label."
+    help = (
+        "Retrieval quality with category as the label: leave-one-out over the catalogue (precision@k, recall@k, "
+        "mAP@k, overall and per category), optionally text queries from a CSV, and an HTML report."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--space", required=True, choices=list(settings.VITRINE_SPACES))
+        parser.add_argument("--space", required=True, choices=[*settings.VITRINE_SPACES, "all"],
+                            help="One space, or all to compare every enabled space (unavailable ones are listed "
+                                 "with the reason).")  # fmt: skip
         parser.add_argument("--k", type=int, default=5)
-        parser.add_argument("--json", action="store_true", dest="as_json", help="Print one JSON object.")
+        parser.add_argument("--queries", type=Path, default=None,
+                            help="CSV with columns query,category: text-to-product search in the spaces that take "
+                                 "text (clip, text).")  # fmt: skip
+        parser.add_argument("--report", type=Path, default=None, metavar="DIR",
+                            help="Write an HTML report (charts, neighbour grids, worst queries) into DIR.")  # fmt: skip
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="Print JSON: one object for one space; {k, results, skipped...} for all.")  # fmt: skip
 
-    def handle(self, *args: Any, space: str, k: int, as_json: bool, **options: Any) -> None:
+    def handle(self, *args: Any, space: str, k: int, queries: Path | None, report: Path | None, as_json: bool,
+               **options: Any) -> None:  # fmt: skip
         if k < 1:
             raise CommandError("--k must be at least 1")
-        try:
-            result = evaluate_space(space=space, k=k)
-        except NothingToEvaluate as exc:
-            raise CommandError(str(exc)) from None
+        text_queries = None
+        if queries is not None:
+            try:
+                text_queries = text_queries_read(queries)
+            except BadQueryFile as exc:
+                raise CommandError(str(exc)) from None
+        results: list[EvaluationResult] = []
+        skipped: list[Skipped] = []
+        if space == "all":
+            results, skipped = evaluate_all(k=k)
+        else:
+            try:
+                results = [evaluate_space(space=space, k=k)]
+            except NothingToEvaluate as exc:
+                if text_queries is None:
+                    raise CommandError(str(exc)) from None
+                skipped.append(Skipped(space=space, reason=str(exc)))
+        text_results: list[EvaluationResult] = []
+        if text_queries is not None:
+            spaces = text_spaces_for_queries() if space == "all" else [space]
+            for key in spaces:
+                try:
+                    text_results.append(evaluate_text_queries(space=key, queries=text_queries, k=k))
+                except NothingToEvaluate as exc:
+                    if space != "all":
+                        raise CommandError(str(exc)) from None
+                    skipped.append(Skipped(space=f"{key} (text queries)", reason=str(exc)))
+        comparisons = [c for c in (compare_with_start(r, results) for r in results) if c is not None]
+        if report is not None:
+            from search.evaluation_report import report_write
+
+            page = report_write(directory=report, k=k, results=results, skipped=skipped, text_results=text_results,
+                                comparisons=comparisons)  # fmt: skip
+            if not as_json:
+                self.stdout.write(f"report: {page}")
         if as_json:
-            self.stdout.write(json.dumps(result.as_dict()))
+            self.stdout.write(json.dumps(self._json(space, k, results, skipped, text_results, comparisons)))
             return
-        self.stdout.write(f"space {result.space} ({result.version}), {result.n_queries} queries, k={k}")
-        self.stdout.write(f"{'precision@' + str(k):>14} {'recall@' + str(k):>11} {'mAP@' + str(k):>8}")
-        self.stdout.write(f"{result.precision_at_k:>14.3f} {result.recall_at_k:>11.3f} {result.map_at_k:>8.3f}")
+        self._table(k, results, skipped, comparisons)
+        if text_results:
+            self.stdout.write("")
+            self.stdout.write(f"text queries ({len(text_queries or [])} in {queries}):")
+            self._table(k, text_results, [], [])
+            for result in text_results:
+                for reason in result.skipped_queries:
+                    self.stdout.write(self.style.WARNING(f"  {result.space}: skipped {reason}"))
+
+    @staticmethod
+    def _json(space: str, k: int, results: list[EvaluationResult], skipped: list[Skipped],
+              text_results: list[EvaluationResult],
+              comparisons: list[StartComparison]) -> dict[str, object]:  # fmt: skip
+        starts = {c.space: c.as_dict() for c in comparisons}
+
+        def one(result: EvaluationResult) -> dict[str, object]:
+            out = result.as_dict()
+            if result.space in starts:
+                out["start"] = starts[result.space]
+            return out
+
+        if space != "all" and results:
+            # One space keeps DESIGN.md's shape: one object with space, k, n_queries and the metrics.
+            single = one(results[0])
+            if text_results:
+                single["text_queries"] = text_results[0].as_dict()
+            return single
+        return {"k": k, "results": [one(r) for r in results],
+                "skipped": [{"space": s.space, "reason": s.reason} for s in skipped],
+                "text_queries": [r.as_dict() for r in text_results]}  # fmt: skip
+
+    def _table(self, k: int, results: list[EvaluationResult], skipped: list[Skipped],
+               comparisons: list[StartComparison]) -> None:  # fmt: skip
+        header = f"{'space':<8} {'queries':>7} {'precision@' + str(k):>12} {'recall@' + str(k):>9} {'mAP@' + str(k):>7}"
+        self.stdout.write(header + "  version")
+        for r in results:
+            self.stdout.write(f"{r.space:<8} {r.n_queries:>7} {r.precision_at_k:>12.3f} {r.recall_at_k:>9.3f} "
+                              f"{r.map_at_k:>7.3f}  {r.version}")  # fmt: skip
+        for s in skipped:
+            self.stdout.write(self.style.WARNING(f"{s.space:<8} skipped: {s.reason}"))
+        if len(results) == 1:
+            self.stdout.write("")
+            self.stdout.write(f"per category ({results[0].space}): queries, precision@{k}, recall@{k}, mAP@{k}")
+            for name, m in results[0].per_category.items():
+                self.stdout.write(f"  {name[:28]:<28} {m.n_queries:>5} {m.precision_at_k:>8.3f} {m.recall_at_k:>8.3f} "
+                                  f"{m.map_at_k:>8.3f}")  # fmt: skip
+        elif results:
+            self.stdout.write("")
+            self.stdout.write(f"precision@{k} per category:")
+            self.stdout.write(f"  {'':<28}" + "".join(f" {r.space:>8}" for r in results))
+            tables = [r.per_category for r in results]
+            for name in sorted({name for table in tables for name in table}):
+                cells = "".join(f" {t[name].precision_at_k:>8.3f}" if name in t else f" {'-':>8}" for t in tables)
+                self.stdout.write(f"  {name[:28]:<28}{cells}")
+        for c in comparisons:
+            style = self.style.SUCCESS if c.improved else self.style.WARNING
+            self.stdout.write(style(c.sentence(k)))
