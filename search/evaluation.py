@@ -49,22 +49,25 @@ class NothingToEvaluate(Exception):
     pass
 
 
-def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | None = None) -> EvaluationResult:
+def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | None = None,
+                   version: str | None = None) -> EvaluationResult:  # fmt: skip
     """Each indexed, published, categorised product queries the index through ``similar_products``.
 
     Relevant = the other indexed products of its category. Queries with no such
-    product are left out.
+    product are left out. ``version`` evaluates that model version instead of the active one
+    (``manage.py quantize`` compares an int8 version, built beside fp32, before it is activated).
     """
     if embedders.IMAGE not in embedders.modalities(space):
         raise NothingToEvaluate(f"the {space} space embeds product text, not images; leave-one-out image "
                                 "retrieval needs an image space (pixels, cnn, simclr or clip)")  # fmt: skip
-    version = SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.ACTIVE).first()
-    if version is None:
+    versions = SpaceVersion.objects.filter(space=space)
+    found = (versions.filter(version=version) if version else versions.filter(state=SpaceVersion.State.ACTIVE)).first()
+    if found is None:
         raise NothingToEvaluate(f"the {space} space has no active vectors; run `manage.py reindex --space {space}`")
     indexed_ids = set(
-        ImageEmbedding.objects.filter(
-            space=space, model_version=version.version, status=EmbeddingStatus.OK
-        ).values_list("image__product_id", flat=True)
+        ImageEmbedding.objects.filter(space=space, model_version=found.version, status=EmbeddingStatus.OK).values_list(
+            "image__product_id", flat=True
+        )
     )
     products = list(Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False))
     labels = {p.pk: p.category_id for p in products}
@@ -74,7 +77,7 @@ def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | 
         n_relevant = per_category[product.category_id] - 1
         if n_relevant <= 0:
             continue
-        hits = selectors.similar_products(product=product, k=k, space=space)
+        hits = selectors.similar_products(product=product, k=k, space=space, version=found)
         relevant = [labels.get(hit.product_id) == product.category_id for hit in hits]
         relevant += [False] * (k - len(relevant))
         precisions.append(precision_at_k(relevant, k))
@@ -85,6 +88,6 @@ def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | 
     if not precisions:
         raise NothingToEvaluate(f"no product in {space} has another indexed product of its category")
     n = len(precisions)
-    return EvaluationResult(space=space, version=version.version, k=k, n_queries=n,
+    return EvaluationResult(space=space, version=found.version, k=k, n_queries=n,
                             precision_at_k=sum(precisions) / n, recall_at_k=sum(recalls) / n,
                             map_at_k=sum(aps) / n)  # fmt: skip

@@ -107,7 +107,8 @@ def space_load(key: str) -> Embedder:
     except SpaceUnavailable as exc:
         _record_state(key, available=False, reason=exc.reason, model_id=embedder.model_id)
         raise
-    _record_state(key, available=True, model_id=embedder.model_id)
+    # The runtime goes with the model: the admin shows "… · onnx", or why ONNX Runtime is not used.
+    _record_state(key, available=True, model_id=f"{embedder.model_id} · {embedder.runtime_label}")
     version_register(space=key, version=embedder.version, dimension=embedder.dimension)
     return embedder
 
@@ -418,6 +419,7 @@ def _batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int
 def images_embed_bulk(
     *, space: str, image_ids: Iterable[int] | None = None, missing_only: bool = False, batch_size: int | None = None,
     progress: Callable[[int], None] | None = None, decode_workers: int | None = None,
+    embedder: Embedder | None = None, activate: bool = True,
 ) -> BulkResult:  # fmt: skip
     """Embed many images in batches, decoding the next batch while the model runs the current one.
 
@@ -425,8 +427,13 @@ def images_embed_bulk(
     a vector (or a recorded failure) in the current version. ``progress(n)`` is called
     after each batch with the number of images it covered. ``decode_workers`` defaults to
     ``settings.VITRINE_DECODE_THREADS``; the batch size to the space's ``BATCH_SIZE``.
+    ``embedder`` (already loaded) replaces the space's configured one, and ``activate=False`` leaves the
+    version building even when complete: ``manage.py quantize`` builds an int8 trial version that way.
     """
-    embedder = space_load(space)
+    if embedder is None:
+        embedder = space_load(space)
+    else:
+        version_register(space=space, version=embedder.version, dimension=embedder.dimension)
     version = embedder.version
     images = ProductImage.objects.only("id", "file").order_by("id")
     if image_ids is not None:
@@ -452,7 +459,8 @@ def images_embed_bulk(
             result.processed += len(good)
         if progress:
             progress(len(batch))
-    version_activate_if_complete(space=space)
+    if activate:
+        version_activate_if_complete(space=space)
     return result
 
 
