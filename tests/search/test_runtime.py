@@ -84,7 +84,7 @@ def test_clip_preprocessing_matches_the_hugging_face_processor(use_spaces, tiny_
     processor = clip.model[0].processor.image_processor
     config = clip.image_config
     assert (config.size, config.crop) == (32, 32)
-    images = demo_images(4) + [Image.new("RGB", (90, 40), (10, 200, 30))]
+    images = [*demo_images(4), Image.new("RGB", (90, 40), (10, 200, 30))]
     for fit in ("crop", "pad"):
         ours = normalise_batch([clip_pixels(image, config, fit=fit) for image in images], config.mean, config.std)
         # "pad": the processor sees the padded square; its resize and crop are then no-ops.
