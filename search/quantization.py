@@ -55,9 +55,7 @@ def _variant(space: str, quantize: str) -> Embedder:
     if configured.runtime != "onnx":
         raise SpaceUnavailable(f"int8 needs the ONNX runtime; the {space} space runs {configured.runtime!r} "
                                "(set its RUNTIME option, or VITRINE_RUNTIME, to 'onnx')")  # fmt: skip
-    embedder = type(configured)(space, {**configured.options, "QUANTIZE": quantize})
-    embedder.load()
-    return embedder
+    return embedders.variant(space, QUANTIZE=quantize)
 
 
 def space_quantize(*, space: str, max_drop: float = 0.01, k: int = 5,

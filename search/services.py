@@ -385,7 +385,7 @@ def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int,
             yield pk, future.result()
 
 
-def _batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
+def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
              workers: int) -> Iterator[list[tuple[int, Any]]]:  # fmt: skip
     """Batches of decoded images, produced by a background thread so decoding overlaps inference."""
     out: queue.Queue[list[tuple[int, Any]] | BaseException | None] = queue.Queue(maxsize=2)
@@ -444,7 +444,7 @@ def images_embed_bulk(
     result = BulkResult()
     size = batch_size or embedder.batch_size
     workers = decode_workers or settings.VITRINE_DECODE_THREADS
-    for batch in _batches(embedder, rows, size, workers):
+    for batch in image_batches(embedder, rows, size, workers):
         good = [(pk, item) for pk, item in batch if not isinstance(item, ImageUnreadable)]
         for pk, item in batch:
             if isinstance(item, ImageUnreadable):
