@@ -282,7 +282,13 @@ def quantized(path: Path) -> Path:
         if target.is_file():
             return target
         partial = path.with_name(f".{path.stem}.{os.getpid()}.int8.onnx")
-        quantize_dynamic(str(path), str(partial), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
+        # The quantizer logs every tensor it skips on the root logger: hundreds of lines that say nothing here.
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(str(path), str(partial), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=QUANTIZED_OPS)  # fmt: skip
+        finally:
+            logging.disable(logging.NOTSET)
         graph = onnx.load(str(partial), load_external_data=False).graph
         if not any(node.op_type in {"MatMulInteger", "DynamicQuantizeMatMul"} for node in graph.node):
             partial.unlink(missing_ok=True)

@@ -191,3 +191,21 @@ def test_quantize_measures_precision_and_records_the_decision(use_spaces, settin
         assert active.version == fp32_version == reloaded.version
         assert not SpaceVersion.objects.filter(version=int8_version).exists()
         assert not ImageEmbedding.objects.filter(model_version=int8_version).exists()
+
+
+def test_benchmark_runtimes_reports_each_backend_side_by_side(use_spaces, demo_catalogue, tmp_path):
+    use_spaces("cnn", "text")
+    out, target = io.StringIO(), tmp_path / "runtimes.json"
+    call_command("benchmark", runtimes=True, spaces="cnn,text", backends="torch,onnx,onnx-int8", images=8, repeat=1,
+                 query_trials=3, json_out=target, stdout=out)  # fmt: skip
+    figures = json.loads(target.read_text())
+    cnn = figures["spaces"]["cnn"]
+    for backend in ("torch", "onnx"):
+        speed = cnn["throughput"][backend]
+        assert speed["img_per_s_decode_excluded"] > 0 and speed["img_per_s_decode_included"] > 0
+        assert cnn["latency"][backend]["image_query"]["n"] == 3
+        assert figures["spaces"]["text"]["latency"][backend]["text_query"]["p50_ms"] > 0
+    assert cnn["throughput"]["torch"]["speedup_vs_torch"] == 1.0 and cnn["throughput"]["images"] == 8
+    assert "nothing to quantize" in cnn["throughput"]["onnx-int8"]["skipped"]
+    table = out.getvalue()
+    assert "img/s w/ decode" in table and "cnn     onnx " in table and "text    onnx " in table
