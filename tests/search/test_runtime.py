@@ -209,3 +209,17 @@ def test_benchmark_runtimes_reports_each_backend_side_by_side(use_spaces, demo_c
     assert "nothing to quantize" in cnn["throughput"]["onnx-int8"]["skipped"]
     table = out.getvalue()
     assert "img/s w/ decode" in table and "cnn     onnx " in table and "text    onnx " in table
+
+
+def test_worker_processes_times_inference_threads_fit_the_cores(settings, monkeypatch):
+    from config.celery import split_cores
+
+    monkeypatch.setenv("VITRINE_TORCH_THREADS", "")
+    monkeypatch.delenv("VITRINE_TORCH_THREADS")  # restored to unset afterwards
+    settings.VITRINE_CPUS = 8
+    assert split_cores(2) == 4 and runtime.inference_threads() == 4  # what the pool's children inherit
+    monkeypatch.setenv("VITRINE_TORCH_THREADS", "3")
+    assert split_cores(2) == 3  # an explicit value wins
+    monkeypatch.delenv("VITRINE_TORCH_THREADS")
+    settings.VITRINE_INFERENCE_THREADS = 0
+    assert runtime.inference_threads() == runtime.cpu_count()  # reindex --sync, benchmark: every core
