@@ -25,8 +25,27 @@ def ensure_embedded_broker() -> None:
         embedded.redis(settings.VITRINE_HOME).ensure_running()
 
 
+def split_cores(concurrency: int) -> int:
+    """Intra-op threads per worker process so that processes × threads = cores (at least one each).
+
+    Set once in the worker's main process, before the pool forks, so every child inherits it; torch and
+    ONNX Runtime read it when a space loads (search.embedders.runtime.inference_threads). An explicit
+    VITRINE_TORCH_THREADS wins.
+    """
+    from django.conf import settings
+
+    threads = max(1, settings.VITRINE_CPUS // max(1, concurrency))
+    os.environ.setdefault("VITRINE_TORCH_THREADS", str(threads))
+    return int(os.environ["VITRINE_TORCH_THREADS"])
+
+
 @worker_init.connect
-def _worker_init(**_: Any) -> None:
+def _worker_init(sender: Any = None, **_: Any) -> None:
+    import logging
+
+    concurrency = int(getattr(sender, "concurrency", 0) or app.conf.worker_concurrency or 1)
+    threads = split_cores(concurrency)
+    logging.getLogger(__name__).info("worker: %d processes × %d inference threads", concurrency, threads)
     ensure_embedded_broker()
 
 

@@ -323,3 +323,111 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- inference runtimes: manage.py benchmark --runtimes ----------------------------------------------------
+
+# Each backend is the space's embedder with these options (a private instance, side by side in one process).
+BACKENDS: dict[str, dict[str, str]] = {
+    "torch": {"RUNTIME": "torch"},
+    "onnx": {"RUNTIME": "onnx", "QUANTIZE": "never"},
+    "onnx-int8": {"RUNTIME": "onnx", "QUANTIZE": "always"},
+}
+QUERIES = ["red summer dress", "wooden chair", "chocolate cake with strawberries", "stainless steel hammer",
+           "a laptop with a silver keyboard", "apple", "electric guitar", "children's bicycle with a bell"]  # fmt: skip
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {"p50_ms": 1000 * float(np.percentile(ordered, 50)), "p95_ms": 1000 * float(np.percentile(ordered, 95)),
+            "n": len(ordered)}  # fmt: skip
+
+
+def _backend_embedders(space: str, backends: list[str]) -> dict[str, Any]:
+    """Load each backend of ``space``; a backend that does not materialise (int8 refused, ONNX fallback) is
+    reported with its reason instead of being measured under a wrong name."""
+    from search import embedders
+
+    loaded: dict[str, Any] = {}
+    for name in backends:
+        embedder = embedders.variant(space, **BACKENDS[name])
+        if name == "onnx-int8" and not any(runner.backend == "onnx-int8" for runner in embedder.runners.values()):
+            image = embedder.runners.get("image")
+            loaded[name] = (image.details.get("int8_refused") if image else None) or "the space has no image tower"
+        elif name != "torch" and any(runner.fallback_reason for runner in embedder.runners.values()):
+            loaded[name] = embedder.runtime_label
+        else:
+            loaded[name] = embedder
+    return loaded
+
+
+def runtime_throughput(*, space: str, backends: list[str], rows: list[ProductImage], batch_size: int | None = None,
+                       repeat: int = 3, decode_workers: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """img/s of each backend with decoding excluded (pre-decoded batches) and included (the reindex pipeline:
+    decode threads overlapped with the forward pass, no DB writes), rounds interleaved, medians."""
+    from search import services
+    from search.services import load_image_rgb
+
+    loaded = _backend_embedders(space, backends)
+    live = {name: e for name, e in loaded.items() if not isinstance(e, str)}
+    report: dict[str, Any] = {name: {"skipped": reason} for name, reason in loaded.items() if isinstance(reason, str)}
+    if not live:
+        return report
+    first = next(iter(live.values()))
+    size = batch_size or first.batch_size
+    workers = decode_workers or settings.VITRINE_DECODE_THREADS
+    started = time.perf_counter()
+    prepared = [first.preprocess(load_image_rgb(row)) for row in rows]  # preprocessing is the same per backend
+    decode_ms = 1000 * (time.perf_counter() - started) / len(rows)
+    rates: dict[str, dict[str, list[float]]] = {name: {"excluded": [], "included": []} for name in live}
+    for embedder in live.values():
+        embedder.encode_batch(prepared[:size])  # warm-up: first-run allocations, lazy kernels
+    for _ in range(repeat):
+        for name, embedder in live.items():
+            started = time.perf_counter()
+            for start in range(0, len(prepared), size):
+                embedder.encode_batch(prepared[start : start + size])
+            rates[name]["excluded"].append(len(prepared) / (time.perf_counter() - started))
+            started = time.perf_counter()
+            done = 0
+            for batch in services.image_batches(embedder, rows, size, workers):
+                good = [item for _, item in batch if not isinstance(item, Exception)]
+                embedder.encode_batch(good)
+                done += len(good)
+            rates[name]["included"].append(done / (time.perf_counter() - started))
+    torch_rate = float(np.median(rates["torch"]["excluded"])) if "torch" in rates else None
+    for name, embedder in live.items():
+        excluded, included = float(np.median(rates[name]["excluded"])), float(np.median(rates[name]["included"]))
+        report[name] = {"version": embedder.version, "runtime": embedder.runtime_label, "batch_size": size,
+                        "img_per_s_decode_excluded": excluded, "img_per_s_decode_included": included,
+                        "rounds": rates[name],
+                        "speedup_vs_torch": excluded / torch_rate if torch_rate else None}  # fmt: skip
+    report["images"] = len(rows)
+    report["decode_preprocess_ms_per_img_one_thread"] = decode_ms
+    report["decode_threads"] = workers
+    return report
+
+
+def query_latency(*, space: str, backends: list[str], photo: Image.Image, trials: int = 50) -> dict[str, Any]:
+    """Per backend: p50/p95 of one text query's embedding (tokenize + forward) and of one photo query's
+    (resize, normalise, forward), as search requests compute them; backends interleaved per trial."""
+    from search import embedders
+
+    loaded = _backend_embedders(space, backends)
+    live = {name: e for name, e in loaded.items() if not isinstance(e, str)}
+    report: dict[str, Any] = {name: {"skipped": reason} for name, reason in loaded.items() if isinstance(reason, str)}
+    kinds = [kind for kind in (embedders.TEXT, embedders.IMAGE) if kind in embedders.modalities(space)]
+    times: dict[str, dict[str, list[float]]] = {name: {kind: [] for kind in kinds} for name in live}
+    for trial in range(trials + 3):
+        for name, embedder in live.items():
+            for kind in kinds:
+                started = time.perf_counter()
+                if kind == embedders.TEXT:
+                    embedder.embed_texts([QUERIES[trial % len(QUERIES)]])
+                else:
+                    embedder.embed_images([photo])
+                if trial >= 3:  # the first calls warm caches and allocators
+                    times[name][kind].append(time.perf_counter() - started)
+    for name in live:
+        report[name] = {f"{kind}_query": _percentiles(times[name][kind]) for kind in kinds}
+    return report

@@ -202,6 +202,13 @@ def _active(space: str) -> SpaceVersion:
     return version
 
 
+def _named_version(space: str, name: str) -> SpaceVersion:
+    version = SpaceVersion.objects.filter(space=space, version=name).first()
+    if version is None:
+        raise NothingToEvaluate(f"the {space} space has no version {name!r}")
+    return version
+
+
 def _is_text_space(space: str) -> bool:
     return embedders.modalities(space) == frozenset({embedders.TEXT})
 
@@ -237,10 +244,15 @@ def _primary_images(product_ids: Iterable[int]) -> dict[int, int]:
     return out
 
 
-def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | None = None) -> EvaluationResult:
+def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | None = None,
+                   version_name: str | None = None) -> EvaluationResult:  # fmt: skip
     """Leave-one-out over the catalogue: every indexed product with another indexed product of its
-    category is a query; relevant = those other products. Queries without one are left out."""
-    version = _active(space)
+    category is a query; relevant = those other products. Queries without one are left out.
+
+    ``version_name`` evaluates that model version instead of the active one (``manage.py quantize``
+    compares an int8 version, built beside fp32, before it is activated).
+    """
+    version = _active(space) if version_name is None else _named_version(space, version_name)
     indexed_ids = _indexed_product_ids(space, version.version)
     products = list(Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False)
                     .select_related("category").order_by("pk"))  # fmt: skip

@@ -13,8 +13,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -132,7 +133,8 @@ def space_load(key: str) -> Embedder:
     except SpaceUnavailable as exc:
         _record_state(key, available=False, reason=exc.reason, model_id=embedder.model_id)
         raise
-    _record_state(key, available=True, model_id=embedder.model_id)
+    # The runtime goes with the model: the admin shows "… · onnx", or why ONNX Runtime is not used.
+    _record_state(key, available=True, model_id=f"{embedder.model_id} · {embedder.runtime_label}")
     version_register(space=key, version=embedder.version, dimension=embedder.dimension)
     return embedder
 
@@ -383,8 +385,13 @@ class BulkResult:
     failures: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int) -> Iterator[tuple[int, Any]]:
-    """Decode + preprocess in a thread pool, yielding in order; errors come back as exceptions."""
+def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int,
+             window: int) -> Iterator[tuple[int, Any]]:  # fmt: skip
+    """Decode + preprocess in a thread pool, yielding in order; errors come back as exceptions.
+
+    At most ``window`` images are in flight, so a million-image reindex holds a few batches in memory,
+    not the whole catalogue's pixels.
+    """
 
     def work(image: ProductImage) -> Any:
         try:
@@ -392,11 +399,19 @@ def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int) -
         except ImageUnreadable as exc:
             return exc
 
+    pending: deque[tuple[int, Future[Any]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        yield from zip((image.pk for image in images), pool.map(work, images), strict=True)
+        for image in images:
+            pending.append((image.pk, pool.submit(work, image)))
+            if len(pending) >= window:
+                pk, future = pending.popleft()
+                yield pk, future.result()
+        while pending:
+            pk, future = pending.popleft()
+            yield pk, future.result()
 
 
-def _batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
+def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
              workers: int) -> Iterator[list[tuple[int, Any]]]:  # fmt: skip
     """Batches of decoded images, produced by a background thread so decoding overlaps inference."""
     out: queue.Queue[list[tuple[int, Any]] | BaseException | None] = queue.Queue(maxsize=2)
@@ -404,7 +419,7 @@ def _batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int
     def produce() -> None:
         try:
             batch: list[tuple[int, Any]] = []
-            for item in _decoded(embedder, images, workers):
+            for item in _decoded(embedder, images, workers, window=2 * batch_size):
                 batch.append(item)
                 if len(batch) == batch_size:
                     out.put(batch)
@@ -429,15 +444,22 @@ def _batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int
 
 def images_embed_bulk(
     *, space: str, image_ids: Iterable[int] | None = None, missing_only: bool = False, batch_size: int | None = None,
-    progress: Callable[[int], None] | None = None, decode_workers: int = 1,
+    progress: Callable[[int], None] | None = None, decode_workers: int | None = None,
+    embedder: Embedder | None = None, activate: bool = True,
 ) -> BulkResult:  # fmt: skip
     """Embed many images in batches, decoding the next batch while the model runs the current one.
 
     ``image_ids=None`` means every image. ``missing_only`` skips images that already have
     a vector (or a recorded failure) in the current version. ``progress(n)`` is called
-    after each batch with the number of images it covered.
+    after each batch with the number of images it covered. ``decode_workers`` defaults to
+    ``settings.VITRINE_DECODE_THREADS``; the batch size to the space's ``BATCH_SIZE``.
+    ``embedder`` (already loaded) replaces the space's configured one, and ``activate=False`` leaves the
+    version building even when complete: ``manage.py quantize`` builds an int8 trial version that way.
     """
-    embedder = space_load(space)
+    if embedder is None:
+        embedder = space_load(space)
+    else:
+        version_register(space=space, version=embedder.version, dimension=embedder.dimension)
     version = embedder.version
     images = ProductImage.objects.only("id", "file").order_by("id")
     if image_ids is not None:
@@ -447,7 +469,8 @@ def images_embed_bulk(
     rows = list(images)
     result = BulkResult()
     size = batch_size or embedder.batch_size
-    for batch in _batches(embedder, rows, size, decode_workers):
+    workers = decode_workers or settings.VITRINE_DECODE_THREADS
+    for batch in image_batches(embedder, rows, size, workers):
         good = [(pk, item) for pk, item in batch if not isinstance(item, ImageUnreadable)]
         for pk, item in batch:
             if isinstance(item, ImageUnreadable):
@@ -462,7 +485,8 @@ def images_embed_bulk(
             result.processed += len(good)
         if progress:
             progress(len(batch))
-    version_activate_if_complete(space=space)
+    if activate:
+        version_activate_if_complete(space=space)
     return result
 
 

@@ -220,9 +220,19 @@ _CNN_BACKENDS = {
 }
 if VITRINE_CNN_ARCH not in _CNN_BACKENDS:
     raise ImproperlyConfigured(f"VITRINE_CNN_ARCH must be one of {', '.join(_CNN_BACKENDS)}")
+# Where forward passes run: "onnx" (ONNX Runtime; exported once per model version into VITRINE_HOME/models/onnx,
+# falling back to PyTorch with the reason logged) or "torch" (eager). Per space with its RUNTIME option.
+VITRINE_RUNTIME = str(env("VITRINE_RUNTIME", "onnx"))
+# int8 (ONNX only): "auto" uses it where `manage.py quantize` found precision@5 holds; "never" / "always".
+VITRINE_QUANTIZE = str(env("VITRINE_QUANTIZE", "auto"))
+_RUNTIME = {"RUNTIME": VITRINE_RUNTIME, "QUANTIZE": VITRINE_QUANTIZE}
 VITRINE_SPACES: dict[str, dict] = {
     "pixels": {"BACKEND": "search.embedders.pixels.PixelsEmbedder"},
-    "cnn": {"BACKEND": _CNN_BACKENDS[VITRINE_CNN_ARCH], "OPTIONS": {"WEIGHTS": env("VITRINE_CNN_WEIGHTS", "")}},
+    # BATCH_SIZE: `manage.py benchmark --runtimes --batch-size N` on 2 busy cores, ONNX: cnn 58-70 img/s for
+    # 8..64 (flat within noise), clip ViT-B/32 int8 best at 16 (45 img/s vs 28-39). simclr (ResNet-50, no
+    # real weights here to measure) and text keep their earlier sizes.
+    "cnn": {"BACKEND": _CNN_BACKENDS[VITRINE_CNN_ARCH],
+            "OPTIONS": {"WEIGHTS": env("VITRINE_CNN_WEIGHTS", ""), "BATCH_SIZE": 32, **_RUNTIME}},
     "simclr": {
         "BACKEND": "search.embedders.simclr.SimCLREmbedder",
         # CHECKPOINT (a path, or a URL fetched once) wins when set; else the newest checkpoint
@@ -230,14 +240,16 @@ VITRINE_SPACES: dict[str, dict] = {
         "OPTIONS": {"CHECKPOINT": env("VITRINE_SIMCLR_CHECKPOINT", ""),
                     "TRAINED_DIR": env("VITRINE_SIMCLR_TRAINED_DIR", ""),
                     "PUBLISHED_CHECKPOINT": "https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
-                                            "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt"},
+                                            "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt",
+                    "BATCH_SIZE": 32, **_RUNTIME},
     },
     "clip": {"BACKEND": "search.embedders.sentence.ClipEmbedder",
              # QUERY_TEXT_MODEL: another text encoder for queries into the same image space, e.g.
              # clip-ViT-B-32-multilingual-v1 for queries in 50+ languages.
              "OPTIONS": {"MODEL": env("VITRINE_CLIP_MODEL", "clip-ViT-B-32"),
-                         "QUERY_TEXT_MODEL": env("VITRINE_CLIP_QUERY_TEXT_MODEL", "")}},
-    "text": {"BACKEND": "search.embedders.sentence.TextEmbedder", "OPTIONS": {"MODEL": env("VITRINE_TEXT_MODEL", "")}},
+                         "QUERY_TEXT_MODEL": env("VITRINE_CLIP_QUERY_TEXT_MODEL", ""), "BATCH_SIZE": 16, **_RUNTIME}},
+    "text": {"BACKEND": "search.embedders.sentence.TextEmbedder",
+             "OPTIONS": {"MODEL": env("VITRINE_TEXT_MODEL", ""), "BATCH_SIZE": 64, **_RUNTIME}},
 }  # fmt: skip
 # More spaces, or other options for one, without editing settings:
 # VITRINE_SPACES_EXTRA='{"mine": {"BACKEND": "shop.embedders.Mine", "OPTIONS": {...}}}'
@@ -261,6 +273,17 @@ VITRINE_REINDEX_CHUNK = env_int("VITRINE_REINDEX_CHUNK", 256)
 VITRINE_REINDEX_WINDOW = env_int("VITRINE_REINDEX_WINDOW", 2)
 # A running job with no finished chunk for this long has lost its messages; the sweep requeues them.
 VITRINE_REINDEX_STALL_S = env_int("VITRINE_REINDEX_STALL_S", 2 * VITRINE_TASK_VISIBILITY_TIMEOUT_S)
+
+# --- cores: Celery processes × intra-op threads = cores, never more (see README, "Throughput") ------------
+# A worker runs CELERY_WORKER_CONCURRENCY processes; config.celery gives each cores // processes torch and
+# ONNX Runtime threads (VITRINE_TORCH_THREADS). Up to 4 threads per process scale well; past that, more
+# processes. Any other process (manage.py reindex --sync, benchmark) uses VITRINE_INFERENCE_THREADS,
+# 0 = every core it may run on.
+VITRINE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", max(1, VITRINE_CPUS // 4))
+VITRINE_INFERENCE_THREADS = env_int("VITRINE_INFERENCE_THREADS", 0)
+# Threads that decode and resize images while the model runs (PIL releases the GIL in both).
+VITRINE_DECODE_THREADS = env_int("VITRINE_DECODE_THREADS", 2)
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
 

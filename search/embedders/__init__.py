@@ -55,6 +55,17 @@ def get(key: str) -> Embedder:
         return _instances[key]
 
 
+def variant(key: str, **options: Any) -> Embedder:
+    """A private, loaded instance of ``key`` with some options replaced (e.g. ``RUNTIME="torch"``).
+
+    For side-by-side measurements; the process-wide instance that :func:`get` returns is left alone.
+    """
+    configured = get(key)
+    embedder = type(configured)(key, {**configured.options, **options})
+    embedder.load()
+    return embedder
+
+
 def modalities(key: str) -> frozenset[str]:
     """What a space embeds, from its class alone (no model is loaded)."""
     cls = import_string(_config(key)["BACKEND"])

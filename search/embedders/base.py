@@ -11,12 +11,15 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from search.embedders.runtime import ModelSpec, Runner
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,11 @@ class Embedder:
         self.options = dict(options or {})
         self.batch_size = int(self.options.get("BATCH_SIZE", self.default_batch_size))
         self.device_preference = str(self.options.get("DEVICE", os.environ.get("VITRINE_DEVICE", "auto")))
+        # "torch" (eager) or "onnx" (ONNX Runtime, falling back to torch); see search.embedders.runtime.
+        self.runtime = str(self.options.get("RUNTIME", "torch")).lower()
+        # int8: "auto" follows `manage.py quantize`'s recorded decision, "always"/"never" override it.
+        self.quantize = str(self.options.get("QUANTIZE", "auto")).lower()
+        self.runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         self._loaded = False
         self.version = ""
@@ -96,10 +104,48 @@ class Embedder:
             if not self.version or self.dimension <= 0:
                 raise RuntimeError(f"{type(self).__name__} did not set version and dimension")
             self._loaded = True
-            logger.info("loaded space %s: %s (%d-d) on %s", self.key, self.version, self.dimension, self.device)
+            logger.info("loaded space %s: %s (%d-d) on %s, runtime %s", self.key, self.version, self.dimension,
+                        self.device, self.runtime_label)  # fmt: skip
 
     def _load(self) -> None:
         raise NotImplementedError
+
+    # -- runtime (torch or ONNX Runtime) ----------------------------------------------------
+    def _wants_int8(self) -> bool:
+        """Quantize the image tower? Only on ONNX, and only where ``manage.py quantize`` found quality holds."""
+        from search.embedders import runtime
+
+        if self.runtime != "onnx" or self.quantize in {"never", "false", "0", "no", "off"}:
+            return False
+        if self.quantize in {"always", "true", "1", "yes", "on"}:
+            return True
+        return runtime.quantization_accepted(space=self.key, version=self.version)
+
+    def _runner(self, factory: Callable[[], ModelSpec], *, part: str, quantize: bool = False) -> Runner:
+        """Build the runner for one part (``image`` or ``text``) of the fp32 model ``self.version`` names."""
+        from search.embedders import runtime
+
+        runner = runtime.runner_build(factory, name=f"{self.key}-{part}-{self.version}", runtime=self.runtime,
+                                      device=self.device, quantize=quantize)  # fmt: skip
+        self.runners[part] = runner
+        return runner
+
+    def _adopt_int8(self, runner: Runner) -> None:
+        """int8 vectors are not fp32 vectors: a quantized tower makes a new version, never mixed with fp32."""
+        from search.embedders import runtime
+
+        if runner.backend == "onnx-int8" and not self.version.endswith(runtime.INT8_SUFFIX):
+            self.version += runtime.INT8_SUFFIX
+
+    @property
+    def runtime_label(self) -> str:
+        """Where the forward passes run, e.g. ``onnx`` or ``image: onnx-int8, text: onnx``."""
+        labels = {part: runner.label for part, runner in self.runners.items()}
+        if not labels:
+            return "numpy"
+        if len(set(labels.values())) == 1:
+            return next(iter(labels.values()))
+        return ", ".join(f"{part}: {label}" for part, label in labels.items())
 
     @property
     def loaded(self) -> bool:

@@ -20,6 +20,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from search.embedders.base import IMAGE, TEXT, Embedder, SpaceUnavailable, fingerprint_files, l2_normalise, torch_device
+from search.embedders.runtime import ModelSpec
+
+# Export examples: two batches of different sizes and lengths, so a shape-frozen export is caught.
+EXAMPLE_TEXTS = ["a red summer dress", "jeans"]
+CHECK_TEXTS = ["stainless steel kitchen knife with a wooden handle", "mug", "a blue bicycle for children"]
 
 # Fail fast when the hub cannot be reached (defaults are 10 s and more per request).
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
@@ -114,17 +119,47 @@ class SentenceTransformerEmbedder(Embedder):
         weights = [p for p in (local.rglob("*") if local else []) if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
         fingerprint = fingerprint_files(weights) if weights else "unknown"
         self.version = f"{self.version_label}-{fingerprint}"
+        self._build_runners()
         self.dimension = self._probe_dimension()
+
+    def _build_runners(self) -> None:
+        self._runner(self.text_spec, part="text")
 
     def _probe_dimension(self) -> int:
         return int(self.embed_texts(["dimension probe"], _loading=True).shape[1])
 
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model's own (fast) tokenizer and truncation, as numpy arrays: ``input_ids``, ``attention_mask``…"""
+        first: Any = self.model[0]
+        features = first.preprocess(list(texts))
+        return {name: value.numpy() for name, value in features.items() if hasattr(value, "numpy")}
+
+    def _pipeline(self, modality: str, names: list[str]) -> Any:
+        """The whole sentence-transformers pipeline (transformer, pooling, dense…) as one module of tensors."""
+        from search.embedders.torchvision_base import torch_module
+
+        model: Any = self.model
+
+        def forward(*inputs: Any) -> Any:
+            return model({**dict(zip(names, inputs, strict=True)), "modality": modality})["sentence_embedding"]
+
+        return torch_module(forward, model=model)
+
+    def text_spec(self) -> ModelSpec:
+        example = self.tokenize(EXAMPLE_TEXTS)
+        return ModelSpec(module=self._pipeline("text", list(example)), example=example,
+                         check=self.tokenize(CHECK_TEXTS),
+                         dynamic={name: {0: "batch", 1: "sequence"} for name in example})  # fmt: skip
+
     def embed_texts(self, texts: Sequence[str], _loading: bool = False) -> np.ndarray:
         if not _loading:
             self.load()
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
-        return l2_normalise(vectors)
+        run = self.runners["text"]
+        out = [run(self.tokenize(texts[start : start + self.batch_size]))
+               for start in range(0, len(texts), self.batch_size)]  # fmt: skip
+        if not out:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return l2_normalise(np.concatenate(out))
 
 
 class ClipEmbedder(SentenceTransformerEmbedder):
@@ -132,16 +167,40 @@ class ClipEmbedder(SentenceTransformerEmbedder):
     default_model = "clip-ViT-B-32"
     default_batch_size = 32
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # "pad": the whole product on a white square (default; shots keep their edges);
+        # "crop": CLIP's own shortest-side resize and centre crop.
+        self.fit = str(self.options.get("FIT", "pad"))
+        if self.fit not in {"pad", "crop"}:
+            raise ValueError(f"space {self.key}: FIT must be 'pad' or 'crop', not {self.fit!r}")
+        self.image_config = ClipImageConfig()
+
+    def _build_runners(self) -> None:
+        processor = getattr(self.model[0], "processor", None)
+        self.image_config = ClipImageConfig.from_processor(getattr(processor, "image_processor", None))
+        super()._build_runners()
+        # Only the image tower is ever quantized: it is what reindexing spends its time on, and it is what
+        # `manage.py quantize` measures (stored clip vectors are image vectors; queries stay fp32).
+        self._adopt_int8(self._runner(self.image_spec, part="image", quantize=self._wants_int8()))
+
+    def image_spec(self) -> ModelSpec:
+        from search.embedders.torchvision_base import random_pixels
+
+        side = self.image_config.crop
+        return ModelSpec(module=self._pipeline("image", ["pixel_values"]),
+                         example={"pixel_values": random_pixels(2, side, seed=0)},
+                         check={"pixel_values": random_pixels(3, side, seed=1)},
+                         dynamic={"pixel_values": {0: "batch"}})  # fmt: skip
+
     def preprocess(self, image: Image.Image) -> Any:
-        # Square on white and at the model's input size, so the processor only normalises.
-        side = int(self.options.get("IMAGE_SIZE", 224))
-        return ImageOps.pad(image.convert("RGB"), (side, side), method=Image.Resampling.BICUBIC,
-                            color=(255, 255, 255))  # fmt: skip
+        return clip_pixels(image, self.image_config, fit=self.fit)
 
     def encode_batch(self, batch: list[Any]) -> np.ndarray:
-        vectors = self.model.encode(batch, batch_size=self.batch_size, convert_to_numpy=True,
-                                    normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
-        return l2_normalise(vectors)
+        from search.embedders.torchvision_base import normalise_batch
+
+        pixels = normalise_batch(batch, self.image_config.mean, self.image_config.std)
+        return l2_normalise(self.runners["image"]({"pixel_values": pixels}))
 
     def embed_texts(self, texts: Sequence[str], _loading: bool = False) -> np.ndarray:
         """Queries go through ``QUERY_TEXT_MODEL`` when set: e.g. ``clip-ViT-B-32-multilingual-v1``, a text
@@ -160,6 +219,54 @@ class ClipEmbedder(SentenceTransformerEmbedder):
             raise SpaceUnavailable(f"query text model {source} gives {vectors.shape[1]}-d vectors; "
                                    f"the image vectors are {self.dimension}-d")  # fmt: skip
         return vectors
+
+
+class ClipImageConfig:
+    """CLIP's image preprocessing numbers, read from the model's processor (defaults: OpenAI CLIP at 224 px)."""
+
+    def __init__(self, *, size: int = 224, crop: int = 224, mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
+                 std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)) -> None:  # fmt: skip
+        self.size = size
+        self.crop = crop
+        self.mean = np.array(mean, dtype=np.float32)
+        self.std = np.array(std, dtype=np.float32)
+
+    @classmethod
+    def from_processor(cls, processor: Any) -> ClipImageConfig:
+        if processor is None:
+            return cls()
+        size = getattr(processor, "size", None) or {}
+        crop = getattr(processor, "crop_size", None) or {}
+        shortest = int(_get(size, "shortest_edge") or _get(size, "height") or 224)
+        return cls(size=shortest, crop=int(_get(crop, "height") or shortest), mean=processor.image_mean,
+                   std=processor.image_std)  # fmt: skip
+
+
+def _get(mapping: Any, key: str) -> Any:
+    return mapping.get(key) if isinstance(mapping, dict) else getattr(mapping, key, None)
+
+
+def clip_pixels(image: Image.Image, config: ClipImageConfig, *, fit: str = "pad") -> np.ndarray:
+    """One image as CLIP sees it, uint8 (crop, crop, 3); normalisation happens later, per batch.
+
+    ``fit="crop"`` reproduces CLIP's processor: bicubic resize of the shortest side to ``size`` (the long
+    side truncated like Hugging Face's ``get_resize_output_image_size``), then a centre crop.
+    ``fit="pad"`` first fits the image into a white ``size`` square, so the whole product is seen; the
+    processor's resize is then a no-op.
+    """
+    rgb = image.convert("RGB")
+    if fit == "pad":
+        rgb = ImageOps.pad(rgb, (config.size, config.size), method=Image.Resampling.BICUBIC, color=(255, 255, 255))
+    width, height = rgb.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = config.size, int(config.size * long / short)
+    target = (new_short, new_long) if width <= height else (new_long, new_short)
+    if target != rgb.size:
+        rgb = rgb.resize(target, Image.Resampling.BICUBIC)
+    left, top = (rgb.width - config.crop) // 2, (rgb.height - config.crop) // 2
+    if (left, top) != (0, 0) or rgb.size != (config.crop, config.crop):
+        rgb = rgb.crop((left, top, left + config.crop, top + config.crop))
+    return np.asarray(rgb, dtype=np.uint8)
 
 
 def _load_sentence_transformer(source: str, device: str) -> Any:

@@ -145,8 +145,13 @@ def build_tiny_clip(
     image_size: int = 32,
     seed: int = 0,
     module_path: str = CLIP_MODULE_DIR,
+    full_size: bool = False,
 ) -> Path:
     """Write a tiny random CLIP in the layout of ``sentence-transformers/clip-ViT-B-32``; return ``path``.
+
+    ``full_size=True`` writes ViT-B/32's shapes instead (transformers' ``CLIPConfig`` defaults: 12-layer
+    768-wide vision tower on 224 px with 32-px patches, 12-layer 512-wide text tower, 512-d projection), still
+    random and with the tiny vocabulary: right for speed measurements (``manage.py benchmark``), not for search.
 
     Text and vision towers have hidden size 32, 2 layers, 2 heads, MLP 64; the vision tower uses 8-pixel
     patches on ``image_size`` pixels. ``module_path=""`` puts the HF files at the top level instead of in
@@ -160,13 +165,13 @@ def build_tiny_clip(
     module_dir.mkdir(parents=True, exist_ok=True)
 
     vocab = _tiny_clip_vocab()
+    tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    if full_size:
+        tiny, projection_dim, image_size = {}, 512, 224
     config = CLIPConfig(
         text_config={
+            **tiny,
             "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
             "max_position_embeddings": 77,
             "projection_dim": projection_dim,
             "bos_token_id": vocab[BOS_TOKEN],
@@ -174,12 +179,9 @@ def build_tiny_clip(
             "pad_token_id": vocab[EOS_TOKEN],
         },
         vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            **tiny,
             "image_size": image_size,
-            "patch_size": 8,
+            "patch_size": 32 if full_size else 8,
             "projection_dim": projection_dim,
         },
         projection_dim=projection_dim,

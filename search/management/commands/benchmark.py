@@ -8,7 +8,10 @@
 * ``--search-quality``: recall@10 of "similar products" against an exact cosine scan (also with a
   same-category filter), and how often photo search finds a catalogue image's own product first;
 * ``--seed-synthetic N``: fill an empty catalogue with N synthetic products and clustered vectors;
-* ``--load-test``: gunicorn + locust (headless) on the similar-products API and product pages.
+* ``--load-test``: gunicorn + locust (headless) on the similar-products API and product pages;
+* ``--runtimes``: per space (``--spaces``) and backend (``--backends``: eager torch, ONNX fp32, ONNX int8),
+  img/s with decoding excluded and included, and p50/p95 of a text and a photo query's embedding, all in
+  this one process with rounds interleaved; a table, and JSON with ``--json-out``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from PIL import Image
 from catalog import services as catalog_services
 from catalog.models import ProductImage
 from search import benchmarks, embedders, services
+from search.embedders import runtime
 from search.models import EmbeddingStatus, ImageEmbedding
 from search.selectors import product_query_vector, similar_to_vector
 from search.services import load_image_rgb
@@ -43,7 +47,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--space", default="cnn", choices=list(settings.VITRINE_SPACES))
-        parser.add_argument("--batch-size", type=int, default=32)
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="Default 32; with --runtimes, each space's BATCH_SIZE.")  # fmt: skip
         parser.add_argument("--images", type=int, default=0, help="How many catalogue images (0 = all).")
         parser.add_argument("--repeat", type=int, default=5, help="Alternating raw/reindex rounds (0 = skip).")
         parser.add_argument("--latency", type=int, default=0, help="Upload-to-searchable trials (needs a worker).")
@@ -65,13 +70,26 @@ class Command(BaseCommand):
         )
         parser.add_argument("--during-reindex", metavar="SPACE", help="Run `reindex --sync` of SPACE meanwhile.")
         parser.add_argument("--json", dest="json_path", type=Path, help="Also write the figures here.")
+        runtimes = parser.add_argument_group("inference runtimes (--runtimes)")
+        runtimes.add_argument("--runtimes", action="store_true", help="Compare torch / ONNX / int8 side by side.")
+        runtimes.add_argument("--spaces", default="cnn,clip,text", help="Comma-separated spaces for --runtimes.")
+        runtimes.add_argument("--backends", default=",".join(benchmarks.BACKENDS),
+                              help=f"Comma-separated, of {', '.join(benchmarks.BACKENDS)}.")  # fmt: skip
+        runtimes.add_argument("--query-trials", type=int, default=50, help="Query embeddings timed per backend.")
+        runtimes.add_argument("--json-out", type=Path, help="Write the --runtimes figures here as JSON.")
 
-    def handle(self, *args: Any, space: str, batch_size: int, images: int, repeat: int, latency: int,
+    def handle(self, *args: Any, space: str, batch_size: int | None, images: int, repeat: int, latency: int,
                start_worker: bool, search_quality: bool, queries: int, seed_synthetic: int, dim: int,
                load_test: bool, users: int, duration: int, web_workers: int, scenario: str,
                during_reindex: str | None, json_path: Path | None,
                **options: Any) -> None:  # fmt: skip
         figures: dict[str, Any] = {"cores": os.cpu_count()}
+        if options.get("runtimes"):
+            self._runtimes(spaces=options["spaces"], backends=options["backends"], images=images,
+                           batch_size=batch_size, repeat=max(1, repeat), trials=options["query_trials"],
+                           json_out=options.get("json_out"))  # fmt: skip
+            return
+        batch_size = batch_size or 32
         search_modes = bool(search_quality or seed_synthetic or load_test)
         if seed_synthetic:
             started = time.perf_counter()
@@ -110,6 +128,69 @@ class Command(BaseCommand):
         if json_path:
             json_path.write_text(json.dumps(figures, indent=2, default=str))
         self.stdout.write(json.dumps(figures, indent=2, default=str))
+
+    # -- inference runtimes (--runtimes) ----------------------------------------------------------------
+    def _runtimes(self, *, spaces: str, backends: str, images: int, batch_size: int | None, repeat: int, trials: int,
+                  json_out: Path | None) -> None:  # fmt: skip
+        names = [b.strip() for b in backends.split(",") if b.strip()]
+        unknown = [b for b in names if b not in benchmarks.BACKENDS]
+        if unknown:
+            raise CommandError(f"unknown backends {unknown}; use {', '.join(benchmarks.BACKENDS)}")
+        keys = [k.strip() for k in spaces.split(",") if k.strip()]
+        for key in keys:
+            if key not in settings.VITRINE_SPACES:
+                raise CommandError(f"unknown space {key!r}")
+        rows = list(ProductImage.objects.order_by("id")[: images or None])
+        if not rows:
+            raise CommandError("the catalogue has no images; import some first (make demo does)")
+        photo = load_image_rgb(rows[0])
+        figures: dict[str, Any] = {"cores": os.cpu_count(), "load_average_before": os.getloadavg(),
+                                   "inference_threads": runtime.inference_threads(), "spaces": {}}  # fmt: skip
+        for key in keys:
+            try:
+                entry: dict[str, Any] = {}
+                if embedders.IMAGE in embedders.modalities(key):
+                    entry["throughput"] = benchmarks.runtime_throughput(
+                        space=key, backends=names, rows=rows, batch_size=batch_size, repeat=repeat
+                    )
+                entry["latency"] = benchmarks.query_latency(space=key, backends=names, photo=photo, trials=trials)
+            except embedders.SpaceUnavailable as exc:
+                entry = {"skipped": exc.reason}
+            figures["spaces"][key] = entry
+        figures["load_average_after"] = os.getloadavg()
+        self._runtimes_table(figures, names)
+        if json_out:
+            json_out.write_text(json.dumps(figures, indent=2, default=str))
+            self.stdout.write(f"figures written to {json_out}")
+
+    def _runtimes_table(self, figures: dict[str, Any], names: list[str]) -> None:
+        def cell(value: Any, fmt: str = "{:.1f}") -> str:
+            return fmt.format(value) if isinstance(value, (int, float)) else "-"
+
+        self.stdout.write(f"{'space':<7} {'backend':<10} {'batch':>5} {'img/s no decode':>16} {'img/s w/ decode':>16} "
+                          f"{'x torch':>8} {'text p50/p95 ms':>16} {'photo p50/p95 ms':>17}")  # fmt: skip
+        for key, entry in figures["spaces"].items():
+            if "skipped" in entry:
+                self.stdout.write(f"{key:<7} unavailable: {entry['skipped']}")
+                continue
+            for name in names:
+                speed = entry.get("throughput", {}).get(name, {})
+                query = entry.get("latency", {}).get(name, {})
+                reason = speed.get("skipped") or query.get("skipped")
+                if reason:
+                    self.stdout.write(f"{key:<7} {name:<10} not measured: {reason[:90]}")
+                    continue
+                text, photo = query.get("text_query", {}), query.get("image_query", {})
+                self.stdout.write(
+                    f"{key:<7} {name:<10} {cell(speed.get('batch_size'), '{:d}'):>5} "
+                    f"{cell(speed.get('img_per_s_decode_excluded')):>16} "
+                    f"{cell(speed.get('img_per_s_decode_included')):>16} "
+                    f"{cell(speed.get('speedup_vs_torch'), '{:.2f}'):>8} "
+                    f"{cell(text.get('p50_ms')) + ' / ' + cell(text.get('p95_ms')):>16} "
+                    f"{cell(photo.get('p50_ms')) + ' / ' + cell(photo.get('p95_ms')):>17}"
+                )
+        self.stdout.write(f"load average before {figures['load_average_before'][0]:.2f}, after "
+                          f"{figures['load_average_after'][0]:.2f} on {figures['cores']} cores")  # fmt: skip
 
     # -- throughput -------------------------------------------------------------------------------
     def _throughput(self, embedder: embedders.Embedder, rows: list[ProductImage], batch_size: int,
