@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -59,3 +60,22 @@ def readyz(request: HttpRequest) -> JsonResponse:
             for key in settings.VITRINE_ENABLED_SPACES
         }  # fmt: skip
     return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+def wait_until_answers(url: str, *, timeout: float = 60.0, keep_waiting: Callable[[], bool] = lambda: True) -> bool:
+    """Poll ``url`` until it answers 200 (True), ``timeout`` passes or ``keep_waiting()`` says stop (False).
+
+    For the processes that start a web server and must not go on before it serves (the demo, the load test).
+    """
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and keep_waiting():
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.25)
+    return False

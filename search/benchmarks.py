@@ -305,18 +305,10 @@ def load_test(*, users: int = 10, duration: int = 60, web_workers: int = 2, wait
 
 
 def _wait_http(url: str, timeout: float = 60.0) -> None:
-    import urllib.error
-    import urllib.request
+    from config.health import wait_until_answers
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+    if not wait_until_answers(url, timeout=timeout):
+        raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 def _free_port() -> int:

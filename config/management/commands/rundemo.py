@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from django.db import connection
 
 from catalog.models import Product
 from config import embedded
+from config.health import wait_until_answers
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -125,17 +124,12 @@ class Command(BaseCommand):
             self._children.append(subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True))
 
     def _wait_ready(self, url: str) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self._stopping:
+        def keep_waiting() -> bool:
             if any(child.poll() is not None for child in self._children):
                 raise CommandError("a demo process exited during start-up; see the log above")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.3)
-        if not self._stopping:
+            return not self._stopping
+
+        if not wait_until_answers(url, timeout=60, keep_waiting=keep_waiting) and not self._stopping:
             raise CommandError(f"the web server did not answer at {url} within 60 s")
 
     def _banner(self, url: str) -> None:
