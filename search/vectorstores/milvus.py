@@ -95,8 +95,9 @@ def _row(pk: int, product_id: int, path: str | None, price: Any, stock: int, pub
          vector: Any) -> dict[str, Any]:  # fmt: skip
     path = (path or "").strip("/")
     return {"id": int(pk), "product_id": int(product_id), "root": path.split("/")[0] if path else "",
-            "path": path + "/" if path else "", "price": float(price), "stock": int(stock),
-            "published": bool(published), "vector": np.asarray(vector, dtype=np.float32)}  # fmt: skip
+            "path": path + "/" if path else "", "price": None if price is None else float(price),
+            "stock": int(stock or 0), "published": bool(published),
+            "vector": np.asarray(vector, dtype=np.float32)}  # fmt: skip
 
 
 Rows = Iterator[list[dict[str, Any]]]
@@ -187,7 +188,8 @@ class MilvusStore(VectorStore):
         schema.add_field("product_id", data_type.INT64)
         schema.add_field("root", data_type.VARCHAR, max_length=256, is_partition_key=True)
         schema.add_field("path", data_type.VARCHAR, max_length=1024)
-        schema.add_field("price", data_type.DOUBLE)
+        # Nullable like the column: a product without a price fails any price bound, as in SQL.
+        schema.add_field("price", data_type.DOUBLE, nullable=True)
         schema.add_field("stock", data_type.INT64)
         schema.add_field("published", data_type.BOOL)
         schema.add_field("vector", data_type.FLOAT_VECTOR, dim=dimension)

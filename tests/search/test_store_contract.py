@@ -44,7 +44,7 @@ class Catalogue:
         return (
             np.array([i.product_id for i in ordered]),
             np.array([i.product.category.path if i.product.category else "" for i in ordered], dtype=object),
-            np.array([float(i.product.price) for i in ordered]),
+            np.array([np.nan if i.product.price is None else float(i.product.price) for i in ordered]),
             np.array([i.product.stock for i in ordered]),
             np.array([i.product.is_active for i in ordered]),
         )
@@ -78,8 +78,8 @@ def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _catalogue(store: VectorStore, n: int = 48, seed: int = 3) -> Catalogue:
-    """Shoes (with Boots below it), Shoestrings (a name that shares the prefix) and Hats; prices 1..n,
-    every third product out of stock, one in eight hidden; one image each."""
+    """Shoes (with Boots below it), Shoestrings (a name that shares the prefix) and Hats; prices 1..n
+    (one without), every third product out of stock, one in eight hidden; one image each."""
     shoes = CategoryFactory(name="Shoes", slug="shoes")
     boots = CategoryFactory(name="Boots", slug="boots", parent=shoes)
     strings = CategoryFactory(name="Shoestrings", slug="shoestrings")
@@ -87,7 +87,8 @@ def _catalogue(store: VectorStore, n: int = 48, seed: int = 3) -> Catalogue:
     categories = [shoes, boots, strings, hats]
     images = []
     for i in range(n):
-        product = ProductFactory(category=categories[i % 4], price=Decimal(i + 1), stock=0 if i % 3 == 0 else 5,
+        price = None if i == 10 else Decimal(i + 1)  # "price on request": fails every price bound
+        product = ProductFactory(category=categories[i % 4], price=price, stock=0 if i % 3 == 0 else 5,
                                  is_active=i % 8 != 7)  # fmt: skip
         images.append(add_image(product, color=(i * 5 % 255, 40, 90)))
     vectors = _unit(np.random.default_rng(seed), n)
