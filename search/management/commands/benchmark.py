@@ -32,7 +32,7 @@ from PIL import Image
 
 from catalog import services as catalog_services
 from catalog.models import ProductImage
-from search import benchmarks, embedders, services
+from search import benchmarks, benchmarks_stores, embedders, services
 from search.models import EmbeddingStatus, ImageEmbedding
 from search.selectors import product_query_vector, similar_to_vector
 from search.services import load_image_rgb
@@ -65,12 +65,24 @@ class Command(BaseCommand):
         )
         parser.add_argument("--during-reindex", metavar="SPACE", help="Run `reindex --sync` of SPACE meanwhile.")
         parser.add_argument("--json", dest="json_path", type=Path, help="Also write the figures here.")
+        stores = parser.add_argument_group("vector stores (search.benchmarks_stores)")
+        stores.add_argument("--stores", help="Compare vector stores on synthetic vectors: a comma list of "
+                            "exact,pgvector,halfvec,milvus (uses --dim and --queries, default 200).")  # fmt: skip
+        stores.add_argument("--n", type=int, default=100_000, help="How many vectors for --stores.")
+        stores.add_argument("--filter-selectivity", type=float, default=0.1, help="Share of vectors the filter keeps.")
+        stores.add_argument("--ef", default=",".join(map(str, benchmarks_stores.EF_SWEEP)),
+                            help="ef_search values to sweep, comma-separated.")  # fmt: skip
+        stores.add_argument("--recall-target", type=float, default=0.95)
+        stores.add_argument("--exact-queries", type=int, default=50, help="Queries for the exact scan (slow).")
 
     def handle(self, *args: Any, space: str, batch_size: int, images: int, repeat: int, latency: int,
                start_worker: bool, search_quality: bool, queries: int, seed_synthetic: int, dim: int,
                load_test: bool, users: int, duration: int, web_workers: int, scenario: str,
                during_reindex: str | None, json_path: Path | None,
                **options: Any) -> None:  # fmt: skip
+        if options.get("stores"):
+            self._stores(options, dim=dim, queries=queries or 200, json_path=json_path)
+            return
         figures: dict[str, Any] = {"cores": os.cpu_count()}
         search_modes = bool(search_quality or seed_synthetic or load_test)
         if seed_synthetic:
@@ -110,6 +122,24 @@ class Command(BaseCommand):
         if json_path:
             json_path.write_text(json.dumps(figures, indent=2, default=str))
         self.stdout.write(json.dumps(figures, indent=2, default=str))
+
+    # -- vector stores ---------------------------------------------------------------------------
+    def _stores(self, options: dict[str, Any], *, dim: int, queries: int, json_path: Path | None) -> None:
+        stores = [name.strip() for name in str(options["stores"]).split(",") if name.strip()]
+        try:
+            figures = benchmarks_stores.run(
+                stores=stores, n=options["n"], dimension=dim, queries=queries,
+                selectivity=options["filter_selectivity"], target=options["recall_target"],
+                ef_sweep=[int(x) for x in str(options["ef"]).split(",")], exact_queries=options["exact_queries"],
+                json_path=json_path, log=lambda line: self.stderr.write(line),
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{figures['n']} × {figures['dimension']}-d, {figures['queries']} queries, "
+                          f"recall@10 target {figures['recall_target']}, "
+                          f"filter keeps {figures['filter_selectivity']:.0%}")  # fmt: skip
+        for line in benchmarks_stores.format_table(figures):
+            self.stdout.write(line)
 
     # -- throughput -------------------------------------------------------------------------------
     def _throughput(self, embedder: embedders.Embedder, rows: list[ProductImage], batch_size: int,
