@@ -264,3 +264,20 @@ def test_text_space_products_with_filters(vector_store):
     exact = sorted(allowed, key=lambda i: -float(vectors[i] @ query))[:5]
     assert [pk for pk, _ in got] == [products[i].pk for i in exact]
     assert got[0][1] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_the_bulk_seed_copies_then_indexes_and_serves_similar_products(vector_store):
+    """``seed_synthetic`` loads by binary COPY into a fresh version, then builds the index (or the Milvus
+    collection) once; similar products then match brute force over what Postgres holds."""
+    from search.benchmarks import seed_synthetic
+
+    seeded = seed_synthetic(count=600, dimension=DIM, space="clip", clusters=12, categories=4)
+    version = selectors.image_space_version("clip")
+    rows = list(ImageEmbedding.objects.filter(space="clip", model_version=version.version)
+                .values_list("image_id", "image__product_id", "vector"))  # fmt: skip
+    assert len(rows) == 600 and seeded["version"] == version.version
+    vectors = np.stack([np.asarray(r[2]) for r in rows])
+    product = Product.objects.get(pk=rows[17][1])
+    hits = selectors.similar_products(product=product, k=5, version=version)
+    order = [i for i in np.argsort(-(vectors @ vectors[17])) if rows[i][1] != product.pk][:5]
+    assert [h.image_id for h in hits] == [rows[i][0] for i in order]
