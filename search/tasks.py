@@ -26,6 +26,24 @@ COMMON: dict[str, Any] = {
 }
 
 
+# Tasks whose last positional argument is the space they compute in.
+PER_SPACE = frozenset({"search.tasks.image_embed_task", "search.tasks.images_embed_batch_task",
+                       "search.tasks.product_embed_task"})  # fmt: skip
+
+
+def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str] | None:
+    """Celery router (``CELERY_TASK_ROUTES``): search tasks go to ``embeddings``; with
+    ``VITRINE_QUEUE_PER_SPACE`` an embedding task goes to ``embeddings.<space>`` instead, so GPU machines
+    can consume ``embeddings.clip`` while CPU machines take ``embeddings.cnn`` and ``embeddings.text``."""
+    if not name.startswith("search.tasks."):
+        return None
+    if settings.VITRINE_QUEUE_PER_SPACE and name in PER_SPACE:
+        space = (kwargs or {}).get("space") or (args[-1] if args else None)
+        if isinstance(space, str) and space:
+            return {"queue": f"embeddings.{space}"}
+    return {"queue": "embeddings"}
+
+
 def _max_retries() -> int:
     return max(0, settings.VITRINE_EMBED_MAX_ATTEMPTS - 1)
 

@@ -248,7 +248,10 @@ VITRINE_MILVUS_PARTITIONS = env_int("VITRINE_MILVUS_PARTITIONS", 16)  # partitio
 VITRINE_MILVUS_CONSISTENCY = str(env("VITRINE_MILVUS_CONSISTENCY", "Strong"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
 
-CELERY_TASK_ROUTES = {"search.tasks.*": {"queue": "embeddings"}}
+# search.tasks.* → "embeddings"; with VITRINE_QUEUE_PER_SPACE, embedding tasks → "embeddings.<space>",
+# so each kind of machine consumes the spaces it is fit for (docs/scaling.md).
+VITRINE_QUEUE_PER_SPACE = env_bool("VITRINE_QUEUE_PER_SPACE", False)
+CELERY_TASK_ROUTES = ("search.tasks.route",)
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-and-stale-vectors": {"task": "search.tasks.sweep_task", "schedule": VITRINE_SWEEP_INTERVAL_S},
 }
