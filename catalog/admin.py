@@ -42,6 +42,20 @@ class CategoryAdmin(admin.ModelAdmin):
         if change and {"name", "slug", "parent"} & set(form.changed_data):
             search_services.category_changed(category_path=obj.path)
 
+    def delete_model(self, request: HttpRequest, obj: Category) -> None:
+        self.delete_queryset(request, Category.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Category]) -> None:
+        # Their products lose the category (SET NULL): the vector store's copy must follow.
+        paths = list(queryset.values_list("path", flat=True))
+        affected = Product.objects.none()
+        for path in paths:
+            affected |= Product.objects.filter(category__path=path) | Product.objects.filter(
+                category__path__startswith=path + "/")  # fmt: skip
+        ids = list(affected.values_list("pk", flat=True))
+        super().delete_queryset(request, queryset)
+        search_services.products_changed(product_ids=ids)
+
     @admin.display(description="name", ordering="path")
     def indented_name(self, obj: Category) -> str:
         return format_html("{}{}", "— " * obj.depth, obj.name)

@@ -281,3 +281,25 @@ def test_the_bulk_seed_copies_then_indexes_and_serves_similar_products(vector_st
     hits = selectors.similar_products(product=product, k=5, version=version)
     order = [i for i in np.argsort(-(vectors @ vectors[17])) if rows[i][1] != product.pk][:5]
     assert [h.image_id for h in hits] == [rows[i][0] for i in order]
+
+
+def test_category_rename_and_delete_in_the_admin_reach_the_store(vector_store, admin_client,
+                                                                django_capture_on_commit_callbacks):  # fmt: skip
+    catalogue = _catalogue(vector_store, n=24)
+    hats = catalogue.product(3).category
+    boots = catalogue.product(1).category
+    query = catalogue.vectors[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:catalog_category_change", args=[hats.pk]),
+                                     {"name": "Caps", "slug": "caps", "parent": "", "position": 0})  # fmt: skip
+    assert response.status_code == 302
+    assert _search(vector_store, query, 24, filters=Filters(category_path="hats")) == []
+    caps = Filters(category_path="caps")
+    assert _search(vector_store, query, 24, filters=caps) == catalogue.expected(query, 24, caps)
+    assert len(catalogue.expected(query, 24, caps)) == 3  # 6 hats, 3 of them hidden
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:catalog_category_delete", args=[boots.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    shoes = Filters(category_path="shoes")
+    assert _search(vector_store, query, 24, filters=shoes) == catalogue.expected(query, 24, shoes)
+    assert len(catalogue.expected(query, 24, shoes)) == 6  # the 6 boots have no category now
