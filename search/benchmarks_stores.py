@@ -403,20 +403,28 @@ HEADER = ("store", "load s", "build s", "disk B/vec", "mem B/vec", "ef", "recall
           "| filtered: ef", "recall@10", "p95 ms", "QPS")  # fmt: skip
 
 
-def _cells(point: dict[str, Any] | None, full: bool) -> list[str]:
+def _qps(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def _cells(point: dict[str, Any] | None, sweep: list[dict[str, Any]], full: bool) -> list[str]:
+    """The operating point; when no swept ef reaches the target, the best point, marked as such."""
+    marker = ""
     if point is None:
-        return ["not reached"] + [""] * (4 if full else 2)
+        point = max(sweep, key=lambda p: p["recall"])
+        marker = " (best; target not reached)"
     ef = "-" if point["ef"] is None else str(point["ef"])
-    cells = [ef, f"{point['recall']:.3f}"]
+    cells = [ef, f"{point['recall']:.3f}{marker}"]
     if full:
         cells.append(f"{point['p50_ms']:.2f}")
-    return [*cells, f"{point['p95_ms']:.2f}", f"{point['qps']:.0f}"]
+    return [*cells, f"{point['p95_ms']:.2f}", _qps(point["qps"])]
 
 
 def format_row(row: dict[str, Any]) -> str:
     cells = [row["store"], f"{row['load_s']:.1f}", f"{row['index_build_s']:.1f}", f"{row['disk_bytes_per_vector']:.0f}",
              f"{row['memory_bytes_per_vector']:.0f}"]  # fmt: skip
-    return " | ".join(cells + _cells(row["at_target"], True) + _cells(row["at_target_filtered"], False))
+    return " | ".join(cells + _cells(row["at_target"], row["sweep"], True)
+                      + _cells(row["at_target_filtered"], row["sweep_filtered"], False))  # fmt: skip
 
 
 def format_table(figures: dict[str, Any]) -> Iterator[str]:
@@ -432,5 +440,5 @@ def format_table(figures: dict[str, Any]) -> Iterator[str]:
         for plain, filtered in zip(row["sweep"], row["sweep_filtered"], strict=True):
             ef = "-" if plain["ef"] is None else plain["ef"]
             yield (f"| {row['store']} | {ef} | {plain['recall']:.3f} | {plain['p50_ms']:.2f} | {plain['p95_ms']:.2f} "
-                   f"| {plain['qps']:.0f} | {filtered['recall']:.3f} | {filtered['p95_ms']:.2f} "
-                   f"| {filtered['qps']:.0f} |")  # fmt: skip
+                   f"| {_qps(plain['qps'])} | {filtered['recall']:.3f} | {filtered['p95_ms']:.2f} "
+                   f"| {_qps(filtered['qps'])} |")  # fmt: skip
