@@ -74,6 +74,8 @@ class Command(BaseCommand):
                             help="ef_search values to sweep, comma-separated.")  # fmt: skip
         stores.add_argument("--recall-target", type=float, default=0.95)
         stores.add_argument("--exact-queries", type=int, default=50, help="Queries for the exact scan (slow).")
+        stores.add_argument("--reuse-milvus", action="store_true",
+                            help="Resume: reuse the milvus-lite collection of an earlier run.")  # fmt: skip
 
     def handle(self, *args: Any, space: str, batch_size: int, images: int, repeat: int, latency: int,
                start_worker: bool, search_quality: bool, queries: int, seed_synthetic: int, dim: int,
@@ -131,7 +133,7 @@ class Command(BaseCommand):
                 stores=stores, n=options["n"], dimension=dim, queries=queries,
                 selectivity=options["filter_selectivity"], target=options["recall_target"],
                 ef_sweep=[int(x) for x in str(options["ef"]).split(",")], exact_queries=options["exact_queries"],
-                json_path=json_path, log=lambda line: self.stderr.write(line),
+                json_path=json_path, log=lambda line: self.stderr.write(line), reuse_milvus=options["reuse_milvus"],
             )  # fmt: skip
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
