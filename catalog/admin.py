@@ -37,6 +37,25 @@ class CategoryAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Category]:
         return super().get_queryset(request).select_related("parent").annotate(n_products=Count("products"))
 
+    def save_model(self, request: HttpRequest, obj: Category, form: ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and {"name", "slug", "parent"} & set(form.changed_data):
+            search_services.category_changed(category_path=obj.path)
+
+    def delete_model(self, request: HttpRequest, obj: Category) -> None:
+        self.delete_queryset(request, Category.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Category]) -> None:
+        # Their products lose the category (SET NULL): the vector store's copy must follow.
+        paths = list(queryset.values_list("path", flat=True))
+        affected = Product.objects.none()
+        for path in paths:
+            affected |= Product.objects.filter(category__path=path) | Product.objects.filter(
+                category__path__startswith=path + "/")  # fmt: skip
+        ids = list(affected.values_list("pk", flat=True))
+        super().delete_queryset(request, queryset)
+        search_services.products_changed(product_ids=ids)
+
     @admin.display(description="name", ordering="path")
     def indented_name(self, obj: Category) -> str:
         return format_html("{}{}", "— " * obj.depth, obj.name)
@@ -115,17 +134,23 @@ class ProductAdmin(admin.ModelAdmin):
 
     @admin.action(description="Publish selected products", permissions=["change"])
     def make_active(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
         n = queryset.update(is_active=True)
+        search_services.products_changed(product_ids=ids)  # filter fields changed: the vector store's copy too
         self.message_user(request, f"{n} product(s) published.", messages.SUCCESS)
 
     @admin.action(description="Hide selected products from the shop", permissions=["change"])
     def make_inactive(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
         n = queryset.update(is_active=False)
+        search_services.products_changed(product_ids=ids)  # filter fields changed: the vector store's copy too
         self.message_user(request, f"{n} product(s) hidden.", messages.SUCCESS)
 
     @admin.action(description="Mark selected products out of stock", permissions=["change"])
     def mark_out_of_stock(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
         n = queryset.update(stock=0)
+        search_services.products_changed(product_ids=ids)  # filter fields changed: the vector store's copy too
         self.message_user(request, f"{n} product(s) marked out of stock.", messages.SUCCESS)
 
     @admin.action(description="Delete selected products and their images", permissions=["delete"])
@@ -140,6 +165,8 @@ class ProductAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Product, form: ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        if change:
+            search_services.products_changed(product_ids=[obj.pk])
         if not change or {"title", "description"} & set(form.changed_data):
             search_services.product_index_later(product_id=obj.pk)
 

@@ -263,6 +263,7 @@ def product_image_delete(*, image: ProductImage) -> None:
     names = _file_names([image])
     with transaction.atomic():
         image.delete()
+        search_services.products_changed(product_ids=[product_id])
         if was_primary:
             successor = ProductImage.objects.filter(product_id=product_id).order_by("position", "id").first()
             if successor:
@@ -274,8 +275,10 @@ def product_image_delete(*, image: ProductImage) -> None:
 def product_delete(*, product: Product) -> None:
     """Delete a product, its images and their files."""
     names = _file_names(product.images.all())
+    product_id = product.pk
     with transaction.atomic():
         product.delete()
+        search_services.products_changed(product_ids=[product_id])
         transaction.on_commit(lambda: _delete_files(names))
 
 

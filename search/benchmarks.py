@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
@@ -30,6 +30,7 @@ from catalog.models import Product, ProductImage
 from search import selectors
 from search.models import EmbeddingStatus, ImageEmbedding, SpaceState, SpaceVersion
 from search.vectorstores import Filters, get_store
+from search.vectorstores.pgvector import images_copy
 
 
 def _exact_neighbours(vectors: np.ndarray, product_of: np.ndarray, query: np.ndarray, exclude: int, k: int,
@@ -113,6 +114,25 @@ def photo_self_retrieval(*, space: str | None = None, limit: int | None = None,
     return {"photo_self_retrieval": first / len(images) if images else 0.0, "images": len(images), "space": used}
 
 
+def cluster_centers(rng: np.random.Generator, *, clusters: int, dimension: int) -> np.ndarray:
+    centers = rng.normal(size=(clusters, dimension)).astype(np.float32)
+    return centers / np.linalg.norm(centers, axis=1, keepdims=True)
+
+
+def clustered_vectors(rng: np.random.Generator, *, centers: np.ndarray, n: int,
+                      spread: float = 0.9) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``n`` unit vectors around random ``centers`` (and which centre each came from), like a shop's embeddings.
+
+    The noise has norm ≈ ``spread`` (cosine ≈ 0.74 to the centre at 0.9), so a cluster's members are about
+    as close to each other as to many of their neighbours: approximate search has real work to do.
+    """
+    cluster = rng.integers(0, len(centers), n)
+    dimension = centers.shape[1]
+    vectors = centers[cluster] + rng.normal(size=(n, dimension)).astype(np.float32) * (spread / np.sqrt(dimension))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), cluster
+
+
 def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clusters: int = 200,
                    categories: int = 20, progress: Callable[[int], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """A synthetic catalogue: ``count`` products, one image row each, clustered unit vectors in ``space``.
@@ -131,13 +151,12 @@ def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clu
     template = catalog_services.product_create(title="Synthetic template", is_active=False)
     picture = Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
     shared = catalog_services.product_image_add(product=template, file=derivative_jpeg(picture, max_side=160))
-    centers = rng.normal(size=(clusters, dimension)).astype(np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    centers = cluster_centers(rng, clusters=clusters, dimension=dimension)
     version = f"synthetic-{dimension}d"
     batch = 5000
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        cluster = rng.integers(0, clusters, n)
+        vectors, cluster = clustered_vectors(rng, centers=centers, n=n)
         with transaction.atomic():
             products = Product.objects.bulk_create([
                 Product(title=f"Synthetic product {start + i}", slug=f"synthetic-{start + i}",
@@ -152,13 +171,9 @@ def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clu
                              width=shared.width, height=shared.height, is_primary=True)
                 for i, p in enumerate(products)
             ])  # fmt: skip
-            noise = rng.normal(size=(n, dimension)).astype(np.float32) * (0.9 / np.sqrt(dimension))
-            vectors = centers[cluster] + noise
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            ImageEmbedding.objects.bulk_create([
-                ImageEmbedding(image=image, space=space, model_version=version, vector=vectors[i])
-                for i, image in enumerate(images)
-            ])  # fmt: skip
+            # A fresh version: binary COPY straight into the table; the index comes once, after the load.
+            images_copy(space=space, version=version, items=[(image.pk, vectors[i]) for i, image in enumerate(images)],
+                        fresh=True)  # fmt: skip
         if progress:
             progress(n)
     SpaceVersion.objects.filter(space=space).delete()
@@ -167,10 +182,8 @@ def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clu
     state = {"available": True, "reason": "", "model_id": "synthetic", "checked_at": timezone.now()}
     SpaceState.objects.update_or_create(key=space, defaults=state)
     started = time.perf_counter()
-    with connection.cursor() as cursor:
-        cursor.execute("SET maintenance_work_mem = '2GB'")
-        cursor.execute("SET max_parallel_maintenance_workers = 2")
-    get_store().ensure_version(space=space, version=version, dimension=dimension)
+    get_store().ensure_version(space=space, version=version, dimension=dimension)  # sizes maintenance_work_mem
+    get_store().rebuild(space=space, version=version, dimension=dimension)  # Milvus: load, then index
     return {"products": count, "dimension": dimension, "space": space, "version": version,
             "index_build_s": time.perf_counter() - started}  # fmt: skip
 

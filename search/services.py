@@ -24,7 +24,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from catalog import imaging
@@ -88,6 +88,34 @@ def product_index_later(*, product_id: int) -> None:
     transaction.on_commit(enqueue, robust=True)
 
 
+def products_changed(*, product_ids: Sequence[int]) -> None:
+    """Products' price, stock, category, publication, images or existence changed: after commit, bring the
+    vector store's copy of them up to date. Only stores that keep such a copy (Milvus) have work to do;
+    pgvector joins the live rows. If the store cannot be reached now, a task retries it, and
+    ``vectorstore_rebuild`` repairs anything at any time."""
+    from search import tasks
+
+    store = get_store()
+    if not store.mirrors_catalog or not product_ids:
+        return
+    ids = sorted({int(pk) for pk in product_ids})
+
+    def sync() -> None:
+        try:
+            store.products_sync(product_ids=ids)
+        except Exception as exc:
+            logger.warning("vector store sync of products %s failed (queued to retry): %s", ids[:20], exc)
+            _enqueue_safely(tasks.products_sync_task, ids)
+
+    transaction.on_commit(sync, robust=True)
+
+
+def category_changed(*, category_path: str) -> None:
+    """A category was renamed or moved: its products (and its subcategories') changed path."""
+    ids = Product.objects.filter(Q(category__path=category_path) | Q(category__path__startswith=category_path + "/"))
+    products_changed(product_ids=list(ids.values_list("pk", flat=True)))
+
+
 def products_reindex(*, product_ids: Sequence[int], requested_by: Any = None) -> list[ReindexJob]:
     """Staff asked to recompute these products' vectors in every enabled space (runs in the worker)."""
     return [
@@ -143,7 +171,8 @@ def version_register(*, space: str, version: str, dimension: int) -> SpaceVersio
     """Make sure a (space, version) exists with its index. The first version of a space is active at once;
     later ones are built beside it and activated by :func:`version_activate_if_complete`."""
     existing = SpaceVersion.objects.filter(space=space, version=version).first()
-    if existing and existing.index_name:
+    # index_name records which store prepared it: after a switch of store, the new one prepares its own.
+    if existing and existing.index_name == get_store().storage_name(space=space, version=version):
         return existing
     with transaction.atomic():
         has_active = SpaceVersion.objects.select_for_update().filter(space=space, state="active").exists()
@@ -366,10 +395,7 @@ def product_embed(*, product_id: int, space: str) -> str:
                                        source_hash=source_hash, status=EmbeddingStatus.OK).exists():  # fmt: skip
         return "exists"
     vector = validate_vectors(embedder.embed_texts([text]), dimension=embedder.dimension)[0]
-    ProductEmbedding.objects.update_or_create(
-        product=product, space=space, model_version=embedder.version,
-        defaults={"source_hash": source_hash, "vector": vector, "status": EmbeddingStatus.OK, "error": ""},
-    )  # fmt: skip
+    get_store().upsert_products(space=space, version=embedder.version, items=[(product.pk, vector, source_hash)])
     version_activate_if_complete(space=space)
     return "ok"
 
@@ -509,18 +535,41 @@ def products_embed_bulk(*, space: str, product_ids: Iterable[int] | None = None,
         chunk = rows[start : start + embedder.batch_size]
         texts = [product_text(p) for p in chunk]
         vectors = validate_vectors(embedder.embed_texts(texts), dimension=embedder.dimension)
-        with transaction.atomic():
-            for product, text, vector in zip(chunk, texts, vectors, strict=True):
-                ProductEmbedding.objects.update_or_create(
-                    product=product, space=space, model_version=embedder.version,
-                    defaults={"source_hash": hashlib.sha256(text.encode()).hexdigest(), "vector": vector,
-                              "status": EmbeddingStatus.OK, "error": ""},
-                )  # fmt: skip
+        get_store().upsert_products(space=space, version=embedder.version, items=[
+            (product.pk, vector, hashlib.sha256(text.encode()).hexdigest())
+            for product, text, vector in zip(chunk, texts, vectors, strict=True)
+        ])  # fmt: skip
         result.processed += len(chunk)
         if progress:
             progress(len(chunk))
     version_activate_if_complete(space=space)
     return result
+
+
+# --- the vector store ----------------------------------------------------------------------------------
+
+
+def vectorstore_rebuild(*, spaces: Sequence[str] | None = None,
+                        progress: Callable[[str, int], None] | None = None) -> dict[str, int]:  # fmt: skip
+    """Recreate the vector store's copy of every live (active or building) version from Postgres.
+
+    For Milvus: drop and reload each collection in batches, the index built once after
+    the load. For pgvector the rows *are* the store, so only missing indexes are created.
+    Returns vectors loaded per "space version".
+    """
+    store = get_store()
+    loaded: dict[str, int] = {}
+    versions = SpaceVersion.objects.exclude(state=SpaceVersion.State.RETIRED).order_by("space", "created_at")
+    if spaces:
+        versions = versions.filter(space__in=list(spaces))
+    for row in versions:
+        is_text = embedders.modalities(row.space) == frozenset({embedders.TEXT})
+        store.ensure_version(space=row.space, version=row.version, dimension=row.dimension, products=is_text)
+        n = store.rebuild(space=row.space, version=row.version, dimension=row.dimension, products=is_text)
+        loaded[f"{row.space} {row.version}"] = n
+        if progress:
+            progress(f"{row.space} {row.version}", n)
+    return loaded
 
 
 # --- reindex jobs and the sweep --------------------------------------------------------------------

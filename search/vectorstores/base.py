@@ -36,6 +36,12 @@ class ImageHit:
 
 
 class VectorStore:
+    """Postgres is the source of truth: every store writes vectors to ``search_imageembedding`` /
+    ``search_productembedding``; a store that serves searches from elsewhere (Milvus) also keeps a copy
+    there, with the product fields that filters need, and says so with ``mirrors_catalog``."""
+
+    mirrors_catalog: bool = False
+
     def ensure_version(self, *, space: str, version: str, dimension: int, products: bool = False) -> None:
         """Prepare storage and an index for a (space, model version) before vectors arrive.
 
@@ -43,9 +49,27 @@ class VectorStore:
         """
         raise NotImplementedError
 
+    def storage_name(self, *, space: str, version: str) -> str:
+        """What this store calls a (space, version)'s index or collection (kept in ``SpaceVersion.index_name``,
+        so switching store is noticed and the new store prepares its own)."""
+        raise NotImplementedError
+
     def upsert_images(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
         """Store image vectors (idempotent: a second write replaces the first)."""
         raise NotImplementedError
+
+    def upsert_products(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray, str]]) -> None:
+        """Store text-space vectors as ``(product_id, vector, source_hash of the embedded text)`` (idempotent)."""
+        raise NotImplementedError
+
+    def products_sync(self, *, product_ids: Sequence[int]) -> None:
+        """Bring the store's copy of these products' filter fields (price, stock, category, published,
+        images, existence) up to date with Postgres. Nothing to do for stores that read them live."""
+
+    def rebuild(self, *, space: str, version: str, dimension: int, products: bool = False) -> int:
+        """Recreate a (space, version) from the vectors in Postgres; returns how many were loaded.
+        Nothing to do for stores whose vectors *are* the Postgres rows."""
+        return 0
 
     def nearest_images(
         self, *, space: str, version: str, dimension: int, vector: np.ndarray | None = None, k: int,

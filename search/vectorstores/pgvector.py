@@ -10,8 +10,10 @@ match the partial index.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from pgvector import HalfVector, Vector
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
 from search.vectorstores.base import Filters, ImageHit, VectorStore
 
+logger = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[A-Za-z0-9._:+-]{1,200}$")
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
@@ -82,42 +85,168 @@ def index_name(space: str, version: str) -> str:
     return f"search_img_{space[:12]}_{hashlib.sha256(version.encode()).hexdigest()[:10]}"
 
 
+# --- writes (also used by stores that mirror Postgres, such as Milvus) ---------------------------------
+
+COPY_THRESHOLD = 500  # below this, one INSERT … ON CONFLICT is as fast and simpler to follow in logs
+
+
+def images_write(*, space: str, version: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
+    """Upsert image vectors into ``search_imageembedding`` (idempotent); big batches go through binary COPY."""
+    if not items:
+        return
+    if len(items) >= COPY_THRESHOLD:
+        images_copy(space=space, version=version, items=items)
+        return
+    now = timezone.now()
+    rows = [
+        ImageEmbedding(image_id=image_id, space=space, model_version=version, status=EmbeddingStatus.OK,
+                       vector=np.asarray(vector, dtype=np.float32), attempts=0, error="", updated_at=now)
+        for image_id, vector in items
+    ]  # fmt: skip
+    ImageEmbedding.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["image", "space", "model_version"],
+        update_fields=["status", "vector", "attempts", "error", "updated_at"],
+    )  # fmt: skip
+
+
+def products_write(*, space: str, version: str, items: Sequence[tuple[int, np.ndarray, str]]) -> None:
+    """Upsert text-space vectors ``(product_id, vector, source_hash)`` into ``search_productembedding``."""
+    if not items:
+        return
+    now = timezone.now()
+    rows = [
+        ProductEmbedding(product_id=product_id, space=space, model_version=version, status=EmbeddingStatus.OK,
+                         vector=np.asarray(vector, dtype=np.float32), source_hash=source_hash, attempts=0, error="",
+                         updated_at=now)
+        for product_id, vector, source_hash in items
+    ]  # fmt: skip
+    ProductEmbedding.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["product", "space", "model_version"],
+        update_fields=["status", "vector", "source_hash", "attempts", "error", "updated_at"],
+    )  # fmt: skip
+
+
+def _copy_rows(cursor: Any, sql: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> int:
+    """Stream rows through ``COPY … (FORMAT BINARY)``: vectors go as pgvector's binary format, no text parsing."""
+    from pgvector.psycopg.vector import register_vector_info
+    from psycopg.types import TypeInfo
+
+    info = TypeInfo.fetch(cursor.connection, "vector")
+    if info is None:
+        raise RuntimeError("the vector extension is not installed in this database")
+    register_vector_info(cursor, info)  # on this cursor only: Django's own loaders stay as they are
+    n = 0
+    with cursor.copy(sql) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+            n += 1
+    return n
+
+
+def images_copy(*, space: str, version: str, items: Iterable[tuple[int, np.ndarray]], fresh: bool = False) -> int:
+    """Bulk-load image vectors with binary COPY; returns the number of rows.
+
+    ``fresh=True`` (a version with no rows yet, e.g. a synthetic seed) copies straight into
+    the table; otherwise rows go to a temporary table first and are upserted from there in
+    one statement, so a reindex can overwrite what is there.
+    """
+    _literal(space), _literal(version)  # validated like every identifier we store
+    table = ImageEmbedding._meta.db_table
+    vectors = ((int(pk), np.asarray(v, dtype=np.float32)) for pk, v in items)
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            if fresh:
+                return _copy_rows(
+                    cursor,
+                    f"COPY {table} (image_id, space, model_version, status, vector, attempts, error, updated_at) "
+                    "FROM STDIN (FORMAT BINARY)",
+                    ["int8", "text", "text", "text", "vector", "int2", "text", "timestamptz"],
+                    ((pk, space, version, "ok", v, 0, "", timezone.now()) for pk, v in vectors),
+                )
+            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS vitrine_copy_stage (image_id bigint, vector vector) "
+                           "ON COMMIT DELETE ROWS")  # fmt: skip
+            n = _copy_rows(cursor, "COPY vitrine_copy_stage (image_id, vector) FROM STDIN (FORMAT BINARY)",
+                           ["int8", "vector"], vectors)  # fmt: skip
+            cursor.execute(
+                f"INSERT INTO {table} (image_id, space, model_version, status, vector, attempts, error, updated_at) "
+                "SELECT image_id, %s, %s, 'ok', vector, 0, '', now() FROM vitrine_copy_stage "
+                "ON CONFLICT (image_id, space, model_version) DO UPDATE SET status = 'ok', "
+                "vector = EXCLUDED.vector, attempts = 0, error = '', updated_at = EXCLUDED.updated_at",
+                [space, version],
+            )
+            return n
+
+
+def maintenance_memory_mb(*, rows: int, dimension: int, kind: str = "vector") -> int:
+    """``maintenance_work_mem`` for an HNSW build: the whole graph in memory (vectors + 2·m neighbour
+    links per node on layer 0), with headroom; a graph that does not fit is built much more slowly
+    (pgvector warns "hnsw graph no longer fits"). Capped at a quarter of this machine's memory."""
+    per_vector = dimension * (2 if kind == "halfvec" else 4) + 2 * HNSW_M * 8 + 64
+    wanted = int(rows * per_vector * 1.3 / 2**20) + 64
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        total = 4096
+    return max(64, min(wanted, total // 4))
+
+
+def index_build(*, space: str, version: str, dimension: int, products: bool = False, kind: str | None = None,
+                table: str | None = None, name: str | None = None) -> str:  # fmt: skip
+    """Create the partial HNSW cosine index of a (space, version), sized for the rows already there.
+
+    Outside a transaction it is built ``CONCURRENTLY`` (writes keep flowing) with
+    ``maintenance_work_mem`` sized for the graph and parallel workers; bulk loads call it
+    once after the COPY rather than growing the index row by row.
+    """
+    kind = kind or storage_type(dimension)
+    if dimension > 4000:
+        raise ValueError(f"{dimension}-d vectors exceed what HNSW can index (4,000 as halfvec)")
+    name = name or index_name(space, version)
+    table = table or (ProductEmbedding._meta.db_table if products else ImageEmbedding._meta.db_table)
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    sql = (
+        f"CREATE INDEX {concurrently}IF NOT EXISTS {connection.ops.quote_name(name)} ON {table} "
+        f"USING hnsw ((vector::{kind}({dimension})) {kind}_cosine_ops) "
+        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
+        f"WHERE space = {_literal(space)} AND model_version = {_literal(version)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE space = %s AND model_version = %s", [space, version])
+        rows = int(cursor.fetchone()[0])
+        memory = maintenance_memory_mb(rows=rows, dimension=dimension, kind=kind)
+        workers = max(0, min(7, (os.cpu_count() or 2) - 1))
+        if concurrently == "":
+            # Inside a transaction: deferred FK checks would block CREATE INDEX ("pending trigger events").
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # Session-level on purpose (CONCURRENTLY cannot run in a transaction, so SET LOCAL would not last),
+        # reset right after.
+        cursor.execute(f"SET maintenance_work_mem = '{memory}MB'")
+        cursor.execute(f"SET max_parallel_maintenance_workers = {workers}")
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.execute("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers")
+    logger.info("HNSW index %s over %d rows (maintenance_work_mem %d MB, %d workers)", name, rows, memory, workers)
+    return name
+
+
 class PgVectorStore(VectorStore):
     table = ImageEmbedding._meta.db_table
 
+    def storage_name(self, *, space: str, version: str) -> str:
+        return index_name(space, version)
+
     def ensure_version(self, *, space: str, version: str, dimension: int, products: bool = False) -> None:
-        kind = storage_type(dimension)
-        if dimension > 4000:
-            raise ValueError(f"{dimension}-d vectors exceed what HNSW can index (4,000 as halfvec)")
-        name = index_name(space, version)
-        table = ProductEmbedding._meta.db_table if products else self.table
-        concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
-        sql = (
-            f"CREATE INDEX {concurrently}IF NOT EXISTS {connection.ops.quote_name(name)} ON {table} "
-            f"USING hnsw ((vector::{kind}({dimension})) {kind}_cosine_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
-            f"WHERE space = {_literal(space)} AND model_version = {_literal(version)}"
-        )
-        with connection.cursor() as cursor:
-            if concurrently == "":
-                # Inside a transaction: deferred FK checks would block CREATE INDEX ("pending trigger events").
-                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute(sql)
+        name = index_build(space=space, version=version, dimension=dimension, products=products)
         SpaceVersion.objects.filter(space=space, version=version).update(index_name=name)
 
     def upsert_images(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
-        if not items:
-            return
-        now = timezone.now()
-        rows = [
-            ImageEmbedding(image_id=image_id, space=space, model_version=version, status=EmbeddingStatus.OK,
-                           vector=np.asarray(vector, dtype=np.float32), attempts=0, error="", updated_at=now)
-            for image_id, vector in items
-        ]  # fmt: skip
-        ImageEmbedding.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["image", "space", "model_version"],
-            update_fields=["status", "vector", "attempts", "error", "updated_at"],
-        )  # fmt: skip
+        images_write(space=space, version=version, items=items)
+
+    def upsert_products(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray, str]]) -> None:
+        products_write(space=space, version=version, items=items)
 
     def nearest_images(
         self, *, space: str, version: str, dimension: int, vector: np.ndarray | None = None, k: int,
@@ -189,6 +318,11 @@ class PgVectorStore(VectorStore):
         )
         rows = _run_vector_query(sql, [query, *more_params, query, int(k)], k)
         return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda h: (h[1], h[0]))
+
+    def rebuild(self, *, space: str, version: str, dimension: int, products: bool = False) -> int:
+        """The rows are the store: make sure the index exists (``ensure_version`` did) and count them."""
+        model = ProductEmbedding if products else ImageEmbedding
+        return model.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK).count()
 
     def drop_version(self, *, space: str, version: str) -> None:
         with connection.cursor() as cursor:

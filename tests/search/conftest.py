@@ -46,3 +46,23 @@ def use_spaces(settings) -> Iterator[Callable[..., None]]:  # type: ignore[no-un
             embedders._instances.pop(key)
     embedders._failures.clear()
     get_store.cache_clear()
+
+
+STORES = {
+    "pgvector": "search.vectorstores.pgvector.PgVectorStore",
+    "milvus": "search.vectorstores.milvus.MilvusStore",
+}
+
+
+@pytest.fixture(params=list(STORES))
+def vector_store(request, settings, tmp_path):  # type: ignore[no-untyped-def]
+    """The same test against each vector store: pgvector, and Milvus in a fresh milvus-lite file."""
+    settings.VITRINE_VECTOR_STORE = STORES[request.param]
+    settings.VITRINE_MILVUS_URI = str(tmp_path / "milvus.db")
+    get_store.cache_clear()
+    store = get_store()
+    yield store
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
+    get_store.cache_clear()

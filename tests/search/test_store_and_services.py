@@ -1,4 +1,5 @@
-"""Vectors in real Postgres+pgvector: indexes, nearest neighbours against brute force, versions, failures."""
+"""Vectors in real Postgres+pgvector (and, where a test takes ``vector_store``, Milvus too): indexes, nearest
+neighbours against brute force, versions, failures. The store contract itself is in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ class UpgradedPixels(embedders.base.Embedder):
         return self.inner.encode_batch(batch)
 
 
-def test_model_upgrade_builds_beside_the_old_version_then_switches(use_spaces, settings):
+def test_model_upgrade_builds_beside_the_old_version_then_switches(use_spaces, settings, vector_store):
     use_spaces("pixels")
     category = CategoryFactory()
     products = [ProductFactory(category=category) for _ in range(4)]
@@ -185,10 +186,15 @@ def test_model_upgrade_builds_beside_the_old_version_then_switches(use_spaces, s
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = %s", [index_name("pixels", old.version)])
         assert cursor.fetchone()[0] == 0
+    if vector_store.mirrors_catalog:  # Milvus: the old version's collection is gone, the new one serves
+        from search.vectorstores.milvus import collection_name
+
+        assert not vector_store.client.has_collection(collection_name("pixels", old.version))
+        assert vector_store.client.has_collection(collection_name("pixels", "pixels-16x16-v2"))
     embedders._instances.pop("pixels", None)
 
 
-def test_similar_products_collapse_images_and_exclude_itself(use_spaces):
+def test_similar_products_collapse_images_and_exclude_itself(use_spaces, vector_store):
     use_spaces("pixels")
     query = ProductFactory()
     add_image(query, color=(250, 0, 0))
@@ -208,14 +214,14 @@ def test_similar_products_collapse_images_and_exclude_itself(use_spaces):
     assert all(-1.0 <= h.score <= 1.0 for h in hits)
 
 
-def test_product_without_vectors_says_so(use_spaces):
+def test_product_without_vectors_says_so(use_spaces, vector_store):
     use_spaces("pixels")
     product = ProductFactory()
     with pytest.raises(selectors.NotIndexed):
         selectors.similar_products(product=product, k=5, space="pixels")
 
 
-def test_text_space_embeds_title_and_description_and_skips_unchanged():
+def test_text_space_embeds_title_and_description_and_skips_unchanged(vector_store):
     product = catalog_services.product_create(title="Linen shirt", description="Light and breathable")
     assert services.product_embed(product_id=product.pk, space="text") == "ok"
     assert services.product_embed(product_id=product.pk, space="text") == "exists"
@@ -332,7 +338,7 @@ class RenamedText(embedders.sentence.TextEmbedder):
         return "minilm-upgraded"
 
 
-def test_text_model_upgrade_switches_when_every_product_has_a_vector(settings, use_spaces):
+def test_text_model_upgrade_switches_when_every_product_has_a_vector(settings, use_spaces, vector_store):
     use_spaces("text")
     products = [catalog_services.product_create(title=f"Teapot {i}") for i in range(3)]
     services.products_embed_bulk(space="text")

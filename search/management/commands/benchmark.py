@@ -35,7 +35,7 @@ from PIL import Image
 
 from catalog import services as catalog_services
 from catalog.models import ProductImage
-from search import benchmarks, embedders, services
+from search import benchmarks, benchmarks_stores, embedders, services
 from search.embedders import runtime
 from search.models import EmbeddingStatus, ImageEmbedding
 from search.selectors import product_query_vector, similar_to_vector
@@ -77,12 +77,26 @@ class Command(BaseCommand):
                               help=f"Comma-separated, of {', '.join(benchmarks.BACKENDS)}.")  # fmt: skip
         runtimes.add_argument("--query-trials", type=int, default=50, help="Query embeddings timed per backend.")
         runtimes.add_argument("--json-out", type=Path, help="Write the --runtimes figures here as JSON.")
+        stores = parser.add_argument_group("vector stores (search.benchmarks_stores)")
+        stores.add_argument("--stores", help="Compare vector stores on synthetic vectors: a comma list of "
+                            "exact,pgvector,halfvec,milvus (uses --dim and --queries, default 200).")  # fmt: skip
+        stores.add_argument("--n", type=int, default=100_000, help="How many vectors for --stores.")
+        stores.add_argument("--filter-selectivity", type=float, default=0.1, help="Share of vectors the filter keeps.")
+        stores.add_argument("--ef", default=",".join(map(str, benchmarks_stores.EF_SWEEP)),
+                            help="ef_search values to sweep, comma-separated.")  # fmt: skip
+        stores.add_argument("--recall-target", type=float, default=0.95)
+        stores.add_argument("--exact-queries", type=int, default=50, help="Queries for the exact scan (slow).")
+        stores.add_argument("--reuse-milvus", action="store_true",
+                            help="Resume: reuse the milvus-lite collection of an earlier run.")  # fmt: skip
 
     def handle(self, *args: Any, space: str, batch_size: int | None, images: int, repeat: int, latency: int,
                start_worker: bool, search_quality: bool, queries: int, seed_synthetic: int, dim: int,
                load_test: bool, users: int, duration: int, web_workers: int, scenario: str,
                during_reindex: str | None, json_path: Path | None,
                **options: Any) -> None:  # fmt: skip
+        if options.get("stores"):
+            self._stores(options, dim=dim, queries=queries or 200, json_path=json_path)
+            return
         figures: dict[str, Any] = {"cores": os.cpu_count()}
         if options.get("runtimes"):
             self._runtimes(spaces=options["spaces"], backends=options["backends"], images=images,
@@ -191,6 +205,24 @@ class Command(BaseCommand):
                 )
         self.stdout.write(f"load average before {figures['load_average_before'][0]:.2f}, after "
                           f"{figures['load_average_after'][0]:.2f} on {figures['cores']} cores")  # fmt: skip
+
+    # -- vector stores ---------------------------------------------------------------------------
+    def _stores(self, options: dict[str, Any], *, dim: int, queries: int, json_path: Path | None) -> None:
+        stores = [name.strip() for name in str(options["stores"]).split(",") if name.strip()]
+        try:
+            figures = benchmarks_stores.run(
+                stores=stores, n=options["n"], dimension=dim, queries=queries,
+                selectivity=options["filter_selectivity"], target=options["recall_target"],
+                ef_sweep=[int(x) for x in str(options["ef"]).split(",")], exact_queries=options["exact_queries"],
+                json_path=json_path, log=lambda line: self.stderr.write(line), reuse_milvus=options["reuse_milvus"],
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{figures['n']} × {figures['dimension']}-d, {figures['queries']} queries, "
+                          f"recall@10 target {figures['recall_target']}, "
+                          f"filter keeps {figures['filter_selectivity']:.0%}")  # fmt: skip
+        for line in benchmarks_stores.format_table(figures):
+            self.stdout.write(line)
 
     # -- throughput -------------------------------------------------------------------------------
     def _throughput(self, embedder: embedders.Embedder, rows: list[ProductImage], batch_size: int,
