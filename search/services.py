@@ -496,21 +496,33 @@ def images_embed_bulk(
     result = BulkResult()
     size = batch_size or embedder.batch_size
     workers = decode_workers or settings.VITRINE_DECODE_THREADS
-    for batch in image_batches(embedder, rows, size, workers):
-        good = [(pk, item) for pk, item in batch if not isinstance(item, ImageUnreadable)]
-        for pk, item in batch:
-            if isinstance(item, ImageUnreadable):
-                _record_failure(image_id=pk, space=space, version=version, reason=str(item))
-                result.failed += 1
-                result.failures.append((pk, str(item)))
-        if good:
-            vectors = validate_vectors(embedder.encode_batch([item for _, item in good]),
-                                       dimension=embedder.dimension)  # fmt: skip
-            get_store().upsert_images(space=space, version=version,
-                                      items=[(pk, vectors[i]) for i, (pk, _) in enumerate(good)])  # fmt: skip
-            result.processed += len(good)
+
+    def store(ids: list[int], encoded: Future[np.ndarray] | None, covered: int) -> None:
+        if encoded is not None:
+            vectors = validate_vectors(encoded.result(), dimension=embedder.dimension)
+            get_store().upsert_images(space=space, version=version, items=list(zip(ids, vectors, strict=True)))
+            result.processed += len(ids)
         if progress:
-            progress(len(batch))
+            progress(covered)
+
+    # The model runs batch n in its own thread (ONNX Runtime and torch release the GIL) while this
+    # thread writes batch n-1: the database's share of the work (the HNSW insertions) no longer
+    # leaves the cores idle. Database access stays on this thread and its connection.
+    pending: tuple[list[int], Future[np.ndarray] | None, int] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encode-{space}") as model:
+        for batch in image_batches(embedder, rows, size, workers):
+            good = [(pk, item) for pk, item in batch if not isinstance(item, ImageUnreadable)]
+            for pk, item in batch:
+                if isinstance(item, ImageUnreadable):
+                    _record_failure(image_id=pk, space=space, version=version, reason=str(item))
+                    result.failed += 1
+                    result.failures.append((pk, str(item)))
+            encoded = model.submit(embedder.encode_batch, [item for _, item in good]) if good else None
+            if pending is not None:
+                store(*pending)
+            pending = ([pk for pk, _ in good], encoded, len(batch))
+        if pending is not None:
+            store(*pending)
     if activate:
         version_activate_if_complete(space=space)
     return result
