@@ -173,9 +173,17 @@ def _pg_size(relation: str) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _pg_build(kind: str, data: Dataset) -> tuple[float, str]:
+@dataclass(frozen=True)
+class Graph:
+    """HNSW build parameters (the shop's defaults unless a run asks for a denser graph)."""
+
+    m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+
+
+def _pg_build(kind: str, data: Dataset, graph: Graph) -> tuple[float, str]:
     name = f"{TABLE}_{kind}_hnsw"
-    memory = maintenance_memory_mb(rows=data.n, dimension=data.dimension, kind=kind)
+    memory = maintenance_memory_mb(rows=data.n, dimension=data.dimension, kind=kind, m=graph.m)
     workers = max(0, min(7, (os.cpu_count() or 2) - 1))
     with connection.cursor() as cursor:
         cursor.execute(f"DROP INDEX IF EXISTS {name}")
@@ -185,7 +193,7 @@ def _pg_build(kind: str, data: Dataset) -> tuple[float, str]:
         column = "vector" if kind == "vector" else f"(vector::{kind}({data.dimension}))"
         cursor.execute(
             f"CREATE INDEX CONCURRENTLY {name} ON {TABLE} USING hnsw ({column} {kind}_cosine_ops) "
-            f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+            f"WITH (m = {graph.m:d}, ef_construction = {graph.ef_construction:d})"
         )
         elapsed = time.perf_counter() - started
         cursor.execute("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers")
@@ -236,9 +244,10 @@ def bench_pg_exact(data: Dataset, queries: int) -> StoreResult:
     return result
 
 
-def bench_pg_hnsw(kind: str, data: Dataset, load_s: float, ef_sweep: Sequence[int]) -> StoreResult:
+def bench_pg_hnsw(kind: str, data: Dataset, load_s: float, ef_sweep: Sequence[int],
+                  graph: Graph = Graph()) -> StoreResult:  # fmt: skip
     result = StoreResult(store="pgvector" if kind == "vector" else "halfvec", load_s=load_s)
-    result.index_build_s, name = _pg_build(kind, data)
+    result.index_build_s, name = _pg_build(kind, data, graph)
     index_bytes = _pg_size(name)
     result.disk_bytes_per_vector = (_pg_size(TABLE) + index_bytes) / data.n
     # What must stay in memory (shared buffers / page cache) for fast queries: the graph with its vectors.
@@ -260,7 +269,7 @@ def bench_pg_hnsw(kind: str, data: Dataset, load_s: float, ef_sweep: Sequence[in
     _pg_settings(**{"hnsw.ef_search": 100, "enable_seqscan": "on"})
     with connection.cursor() as cursor:
         cursor.execute(f"DROP INDEX {name}")  # the next index type gets the table to itself
-    result.notes.append(f"HNSW m={HNSW_M}, ef_construction={HNSW_EF_CONSTRUCTION}; iterative scan relaxed_order")
+    result.notes.append(f"HNSW m={graph.m}, ef_construction={graph.ef_construction}; iterative scan relaxed_order")
     return result
 
 
@@ -373,7 +382,8 @@ def _milvus_sweep(client: Any, name: str, data: Dataset, ef_sweep: Sequence[int]
 
 def run(*, stores: Sequence[str], n: int, dimension: int, queries: int, selectivity: float, target: float = 0.95,
         ef_sweep: Sequence[int] = EF_SWEEP, exact_queries: int = 50, json_path: Path | None = None,
-        log: Callable[[str], None] = print, reuse_milvus: bool = False) -> dict[str, Any]:  # fmt: skip
+        log: Callable[[str], None] = print, reuse_milvus: bool = False,
+        graph: Graph = Graph()) -> dict[str, Any]:  # fmt: skip
     """Run the benchmark for ``stores``; writes the JSON after every store, so a long run that is cut
     short still leaves what it measured."""
     unknown = set(stores) - set(STORES)
@@ -385,6 +395,7 @@ def run(*, stores: Sequence[str], n: int, dimension: int, queries: int, selectiv
         f"{time.perf_counter() - started:.0f} s")  # fmt: skip
     figures: dict[str, Any] = {"n": n, "dimension": dimension, "queries": queries, "k": K,
                                "filter_selectivity": selectivity, "recall_target": target, "cores": os.cpu_count(),
+                               "pgvector_hnsw": {"m": graph.m, "ef_construction": graph.ef_construction},
                                "client": "one sequential client; latency per query, QPS = queries / wall time",
                                "stores": {}}  # fmt: skip
 
@@ -403,7 +414,7 @@ def run(*, stores: Sequence[str], n: int, dimension: int, queries: int, selectiv
             result = bench_pg_exact(data, min(queries, exact_queries))
             result.load_s = load_s
         elif store in ("pgvector", "halfvec"):
-            result = bench_pg_hnsw("vector" if store == "pgvector" else "halfvec", data, load_s, ef_sweep)
+            result = bench_pg_hnsw("vector" if store == "pgvector" else "halfvec", data, load_s, ef_sweep, graph)
         else:
             folder = Path(settings.VITRINE_HOME) / "benchmarks" / "milvus-stores"
             result = bench_milvus(data, ef_sweep, folder, reuse=reuse_milvus)

@@ -179,11 +179,11 @@ def images_copy(*, space: str, version: str, items: Iterable[tuple[int, np.ndarr
             return n
 
 
-def maintenance_memory_mb(*, rows: int, dimension: int, kind: str = "vector") -> int:
+def maintenance_memory_mb(*, rows: int, dimension: int, kind: str = "vector", m: int = HNSW_M) -> int:
     """``maintenance_work_mem`` for an HNSW build: the whole graph in memory (vectors + 2·m neighbour
     links per node on layer 0), with headroom; a graph that does not fit is built much more slowly
     (pgvector warns "hnsw graph no longer fits"). Capped at a quarter of this machine's memory."""
-    per_vector = dimension * (2 if kind == "halfvec" else 4) + 2 * HNSW_M * 8 + 64
+    per_vector = dimension * (2 if kind == "halfvec" else 4) + 2 * m * 8 + 64
     wanted = int(rows * per_vector * 1.3 / 2**20) + 64
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20

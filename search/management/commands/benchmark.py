@@ -86,6 +86,9 @@ class Command(BaseCommand):
                             help="ef_search values to sweep, comma-separated.")  # fmt: skip
         stores.add_argument("--recall-target", type=float, default=0.95)
         stores.add_argument("--exact-queries", type=int, default=50, help="Queries for the exact scan (slow).")
+        stores.add_argument("--hnsw-m", type=int, default=benchmarks_stores.HNSW_M,
+                            help="pgvector HNSW m for --stores (the shop's default unless given).")  # fmt: skip
+        stores.add_argument("--hnsw-ef-construction", type=int, default=benchmarks_stores.HNSW_EF_CONSTRUCTION)
         stores.add_argument("--reuse-milvus", action="store_true",
                             help="Resume: reuse the milvus-lite collection of an earlier run.")  # fmt: skip
 
@@ -215,6 +218,7 @@ class Command(BaseCommand):
                 selectivity=options["filter_selectivity"], target=options["recall_target"],
                 ef_sweep=[int(x) for x in str(options["ef"]).split(",")], exact_queries=options["exact_queries"],
                 json_path=json_path, log=lambda line: self.stderr.write(line), reuse_milvus=options["reuse_milvus"],
+                graph=benchmarks_stores.Graph(m=options["hnsw_m"], ef_construction=options["hnsw_ef_construction"]),
             )  # fmt: skip
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
