@@ -209,12 +209,8 @@ def _named_version(space: str, name: str) -> SpaceVersion:
     return version
 
 
-def _is_text_space(space: str) -> bool:
-    return embedders.modalities(space) == frozenset({embedders.TEXT})
-
-
 def _indexed_product_ids(space: str, version: str) -> set[int]:
-    if _is_text_space(space):
+    if embedders.is_text_only(space):
         texts = ProductEmbedding.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK)
         return set(texts.values_list("product_id", flat=True))
     images = ImageEmbedding.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK)
@@ -258,7 +254,7 @@ def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | 
                     .select_related("category").order_by("pk"))  # fmt: skip
     labels = {p.pk: p.category_id for p in products}
     sizes = Counter(labels.values())
-    text = _is_text_space(space)
+    text = embedders.is_text_only(space)
     images = _primary_images(labels) if text else _query_images(labels, space, version.version)
     queries: list[QueryOutcome] = []
     for product in products:
@@ -352,7 +348,7 @@ def evaluate_text_queries(*, space: str, queries: Sequence[TextQuery], k: int = 
     indexed_ids = _indexed_product_ids(space, version.version)
     products = Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False)
     category_of = dict(products.values_list("pk", "category__path"))
-    images = _query_images(category_of, space, version.version) if not _is_text_space(space) else {}
+    images = _query_images(category_of, space, version.version) if not embedders.is_text_only(space) else {}
     images = images or _primary_images(category_of)
     outcomes: list[QueryOutcome] = []
     skipped: list[str] = []

@@ -182,7 +182,7 @@ def version_register(*, space: str, version: str, dimension: int) -> SpaceVersio
                       "state": SpaceVersion.State.BUILDING if has_active else SpaceVersion.State.ACTIVE,
                       "activated_at": None if has_active else timezone.now()},
         )  # fmt: skip
-    is_text = embedders.modalities(space) == frozenset({embedders.TEXT})
+    is_text = embedders.is_text_only(space)
     get_store().ensure_version(space=space, version=version, dimension=dimension, products=is_text)
     row.refresh_from_db()
     return row
@@ -202,7 +202,7 @@ def version_activate_if_complete(*, space: str) -> SpaceVersion | None:
     candidate = building.first()
     if candidate is None:
         return None
-    if embedders.modalities(space) == frozenset({embedders.TEXT}):
+    if embedders.is_text_only(space):
         missing = Product.objects.exclude(Exists(ProductEmbedding.objects.filter(
             product=OuterRef("pk"), space=space, model_version=candidate.version)))  # fmt: skip
         if missing.exists():
@@ -257,7 +257,7 @@ def space_counts(space: str) -> SpaceCounts:
 
     Image spaces count images; text spaces count products (stale also covers edited text).
     """
-    if embedders.modalities(space) == frozenset({embedders.TEXT}):
+    if embedders.is_text_only(space):
         return _text_space_counts(space)
     total = ProductImage.objects.count()
     version = current_version(space)
@@ -575,7 +575,7 @@ def vectorstore_rebuild(*, spaces: Sequence[str] | None = None,
     if spaces:
         versions = versions.filter(space__in=list(spaces))
     for row in versions:
-        is_text = embedders.modalities(row.space) == frozenset({embedders.TEXT})
+        is_text = embedders.is_text_only(row.space)
         store.ensure_version(space=row.space, version=row.version, dimension=row.dimension, products=is_text)
         n = store.rebuild(space=row.space, version=row.version, dimension=row.dimension, products=is_text)
         loaded[f"{row.space} {row.version}"] = n
@@ -632,7 +632,7 @@ def reindex_job_plan(*, job_id: int) -> ReindexJob:
         return job
     try:
         space_load(job.space)  # fail early, with the reason, when the model cannot be had
-        is_text = embedders.modalities(job.space) == frozenset({embedders.TEXT})
+        is_text = embedders.is_text_only(job.space)
         ids = _job_ids(job, is_text=is_text)
     except SpaceUnavailable as exc:
         _job_fail(job, exc.reason)
@@ -665,7 +665,7 @@ def reindex_chunk_run(*, chunk_id: int, queue_next: bool = False) -> ReindexChun
     if chunk.done_at is not None or job.status != ReindexJob.Status.RUNNING:
         return chunk
     try:
-        if embedders.modalities(job.space) == frozenset({embedders.TEXT}):
+        if embedders.is_text_only(job.space):
             result = products_embed_bulk(space=job.space, product_ids=chunk.ids, missing_only=job.missing_only)
         else:
             result = images_embed_bulk(space=job.space, image_ids=chunk.ids, missing_only=job.missing_only)
@@ -705,10 +705,10 @@ def _job_finish_if_complete(job_id: int) -> None:
         version_activate_if_complete(space=job.space)
 
 
-def reindex_job_pending_chunks(*, job_id: int, limit: int | None = None) -> list[int]:
+def reindex_job_pending_chunks(*, job_id: int) -> list[int]:
     """Ids of the job's chunks not yet done, in order."""
     pending = ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).order_by("number")
-    return list(pending.values_list("pk", flat=True)[:limit])
+    return list(pending.values_list("pk", flat=True))
 
 
 def reindex_job_queue_chunks(*, job_id: int, after: int | None = None) -> int:
@@ -776,7 +776,7 @@ def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, 
             except SpaceUnavailable:
                 queued[space] = 0
                 continue
-        if embedders.modalities(space) == frozenset({embedders.TEXT}):
+        if embedders.is_text_only(space):
             stale = Product.objects.exclude(Exists(ProductEmbedding.objects.filter(
                 product=OuterRef("pk"), space=space, model_version=version)))  # fmt: skip
             ids = list(stale.values_list("pk", flat=True))

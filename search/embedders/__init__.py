@@ -76,9 +76,14 @@ def image_spaces() -> list[str]:
     return [key for key in enabled() if IMAGE in modalities(key)]
 
 
+def is_text_only(key: str) -> bool:
+    """A space whose vectors belong to products (their title + description), not to images."""
+    return modalities(key) == frozenset({TEXT})
+
+
 def text_spaces() -> list[str]:
     """Spaces that embed product text (title + description), i.e. text-only spaces."""
-    return [key for key in enabled() if modalities(key) == frozenset({TEXT})]
+    return [key for key in enabled() if is_text_only(key)]
 
 
 def load(key: str) -> Embedder:

@@ -27,22 +27,18 @@ def worker(settings, _media_root) -> Iterator[Worker]:  # type: ignore[no-untype
     process.stop()
 
 
-def _wait(predicate, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
-    wait_for(predicate, timeout)
-
-
 def test_upload_is_embedded_by_the_worker_and_becomes_searchable(worker):
     product = catalog_services.product_create(title="Red kettle", description="Enamel, 1.5 litres")
     image = catalog_services.product_image_add(product=product, file=image_bytes(size=(200, 160)))
     other = catalog_services.product_create(title="Blue kettle")
     catalog_services.product_image_add(product=other, file=image_bytes(size=(200, 160), color=(20, 40, 200)))
 
-    _wait(lambda: ImageEmbedding.objects.filter(image__product__in=[product, other], status="ok").count() == 4, 30)
+    wait_for(lambda: ImageEmbedding.objects.filter(image__product__in=[product, other], status="ok").count() == 4, 30)
     vectors = {(row.space, row.image_id): row for row in ImageEmbedding.objects.all()}
     assert len(vectors[("cnn", image.pk)].vector) == 1280 and len(vectors[("pixels", image.pk)].vector) == 3072
-    _wait(lambda: ProductEmbedding.objects.filter(product__in=[product, other], space="text").count() == 2)
+    wait_for(lambda: ProductEmbedding.objects.filter(product__in=[product, other], space="text").count() == 2)
     # The worker's probe recorded what it could load.
-    _wait(lambda: SpaceState.objects.filter(key__in=SPACES.split(","), available=True).count() == 3)
+    wait_for(lambda: SpaceState.objects.filter(key__in=SPACES.split(","), available=True).count() == 3)
     hits = selectors.similar_products(product=product, k=5, space="cnn")
     assert [h.product_id for h in hits] == [other.pk]
 
@@ -56,7 +52,7 @@ def test_an_image_that_cannot_be_read_ends_failed_with_its_reason(worker):
     with transaction.atomic():
         image = catalog_services.product_image_add(product=product, file=data)
         default_storage.delete(image.file.name)
-    _wait(lambda: ImageEmbedding.objects.filter(image=image, space="cnn", status="failed").exists())
+    wait_for(lambda: ImageEmbedding.objects.filter(image=image, space="cnn", status="failed").exists())
     row = ImageEmbedding.objects.get(image=image, space="cnn")
     assert "missing from storage" in row.error
     assert settings.VITRINE_EMBED_MAX_ATTEMPTS >= 1
@@ -72,7 +68,7 @@ def test_worker_comes_back_after_redis_restarts_and_nothing_is_lost(worker, sett
     # Publishing starts the embedded broker again (its data on disk); the worker must reconnect by itself.
     product = catalog_services.product_create(title="Phoenix mug")
     image = catalog_services.product_image_add(product=product, file=image_bytes(size=(120, 90)))
-    _wait(lambda: ImageEmbedding.objects.filter(image=image, space="cnn", status="ok").exists(), 60)
+    wait_for(lambda: ImageEmbedding.objects.filter(image=image, space="cnn", status="ok").exists(), 60)
     elapsed = time.monotonic() - started
     print(f"consumed again {elapsed:.1f} s after the broker came back")
     assert elapsed < 30  # the bound

@@ -40,7 +40,7 @@ class Command(BaseCommand):
             self.stdout.write("A Celery worker runs them; progress is on the admin's Reindex jobs page.")
             return
         for key in spaces:
-            text = embedders.modalities(key) == frozenset({embedders.TEXT})
+            text = embedders.is_text_only(key)
             total = Product.objects.count() if text else ProductImage.objects.count()
             bar = tqdm(total=total, unit="product" if text else "img", desc=key, file=sys.stderr,
                        disable=no_progress or None, dynamic_ncols=True)  # fmt: skip
