@@ -382,7 +382,7 @@ def runtime_throughput(*, space: str, backends: list[str], rows: list[ProductIma
     size = batch_size or first.batch_size
     workers = decode_workers or settings.VITRINE_DECODE_THREADS
     started = time.perf_counter()
-    prepared = [first.preprocess(load_image_rgb(row)) for row in rows]  # preprocessing is the same per backend
+    prepared = [first.preprocess(load_image_rgb(row, first)) for row in rows]  # preprocessing is the same per backend
     decode_ms = 1000 * (time.perf_counter() - started) / len(rows)
     rates: dict[str, dict[str, list[float]]] = {name: {"excluded": [], "included": []} for name in live}
     for embedder in live.values():

@@ -310,13 +310,17 @@ def validate_vectors(vectors: np.ndarray, *, dimension: int) -> np.ndarray:
     return array
 
 
-def load_image_rgb(image: ProductImage) -> Any:
-    """Decode a stored original to normalised RGB, or raise :class:`ImageUnreadable`."""
+def load_image_rgb(image: ProductImage, embedder: Embedder | None = None) -> Any:
+    """Decode a stored original to normalised RGB, or raise :class:`ImageUnreadable`.
+
+    For ``embedder``, JPEGs decode at the smallest scale its preprocessing needs (draft mode);
+    without one, at least 448 px on the short side.
+    """
+    long_side, short_side = embedder.decode_sides() if embedder is not None else (0, 448)
     try:
         with default_storage.open(str(image.file.name), "rb") as fh:
             data = fh.read()
-        # JPEG draft mode: decode at a reduced scale when the model needs far fewer pixels.
-        return imaging.open_rgb(data, draft_size=(448, 448))
+        return imaging.open_rgb(data, long_side=long_side, short_side=short_side)
     except FileNotFoundError:
         raise ImageUnreadable(f"the file {image.file.name} is missing from storage") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -358,7 +362,7 @@ def image_embed(*, image_id: int, space: str, force: bool = False) -> str:
                                                    status=EmbeddingStatus.OK).exists():  # fmt: skip
         return "exists"
     try:
-        rgb = load_image_rgb(image)
+        rgb = load_image_rgb(image, embedder)
     except ImageUnreadable as exc:
         _record_failure(image_id=image_id, space=space, version=version, reason=str(exc))
         return "failed"
@@ -421,7 +425,7 @@ def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int,
 
     def work(image: ProductImage) -> Any:
         try:
-            return embedder.preprocess(load_image_rgb(image))
+            return embedder.preprocess(load_image_rgb(image, embedder))
         except ImageUnreadable as exc:
             return exc
 
@@ -438,9 +442,12 @@ def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int,
 
 
 def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
-             workers: int) -> Iterator[list[tuple[int, Any]]]:  # fmt: skip
-    """Batches of decoded images, produced by a background thread so decoding overlaps inference."""
-    out: queue.Queue[list[tuple[int, Any]] | BaseException | None] = queue.Queue(maxsize=2)
+             workers: int, ahead: int = 2) -> Iterator[list[tuple[int, Any]]]:  # fmt: skip
+    """Batches of decoded images, produced by a background thread so decoding overlaps inference.
+
+    Up to ``ahead`` decoded batches wait for the consumer (enough to keep every encoding stream fed).
+    """
+    out: queue.Queue[list[tuple[int, Any]] | BaseException | None] = queue.Queue(maxsize=ahead)
 
     def produce() -> None:
         try:
@@ -505,12 +512,13 @@ def images_embed_bulk(
         if progress:
             progress(covered)
 
-    # The model runs batch n in its own thread (ONNX Runtime and torch release the GIL) while this
-    # thread writes batch n-1: the database's share of the work (the HNSW insertions) no longer
-    # leaves the cores idle. Database access stays on this thread and its connection.
-    pending: tuple[list[int], Future[np.ndarray] | None, int] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encode-{space}") as model:
-        for batch in image_batches(embedder, rows, size, workers):
+    # The model runs the newest batches in its own threads, ``embedder.streams`` at once (ONNX Runtime and
+    # torch release the GIL), while this thread writes the oldest finished one: the database's share of the
+    # work (the HNSW insertions) overlaps the forward passes. Database access stays on this thread.
+    streams = max(1, embedder.streams)
+    pending: deque[tuple[list[int], Future[np.ndarray] | None, int]] = deque()
+    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix=f"encode-{space}") as model:
+        for batch in image_batches(embedder, rows, size, workers, ahead=streams + 1):
             good = [(pk, item) for pk, item in batch if not isinstance(item, ImageUnreadable)]
             for pk, item in batch:
                 if isinstance(item, ImageUnreadable):
@@ -518,11 +526,11 @@ def images_embed_bulk(
                     result.failed += 1
                     result.failures.append((pk, str(item)))
             encoded = model.submit(embedder.encode_batch, [item for _, item in good]) if good else None
-            if pending is not None:
-                store(*pending)
-            pending = ([pk for pk, _ in good], encoded, len(batch))
-        if pending is not None:
-            store(*pending)
+            pending.append(([pk for pk, _ in good], encoded, len(batch)))
+            if len(pending) > streams:
+                store(*pending.popleft())
+        while pending:
+            store(*pending.popleft())
     if activate:
         version_activate_if_complete(space=space)
     return result

@@ -282,6 +282,10 @@ VITRINE_REINDEX_STALL_S = env_int("VITRINE_REINDEX_STALL_S", 2 * VITRINE_TASK_VI
 VITRINE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", max(1, VITRINE_CPUS // 4))
 VITRINE_INFERENCE_THREADS = env_int("VITRINE_INFERENCE_THREADS", 0)
+# Bulk jobs (reindex chunks, reindex --sync) encode this many batches at once, each on threads // streams
+# intra-op threads; 0 = one single-threaded stream per thread, which keeps shared CPU cores busiest
+# (search.embedders.runtime.inference_streams). Single uploads and queries run one pass.
+VITRINE_INFERENCE_STREAMS = env_int("VITRINE_INFERENCE_STREAMS", 0)
 # Threads that decode and resize images while the model runs (PIL releases the GIL in both).
 VITRINE_DECODE_THREADS = env_int("VITRINE_DECODE_THREADS", 2)
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))

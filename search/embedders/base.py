@@ -148,10 +148,26 @@ class Embedder:
         return ", ".join(f"{part}: {label}" for part, label in labels.items())
 
     @property
+    def streams(self) -> int:
+        """Batches a bulk job may encode at once (``encode_batch`` is thread-safe): one per stream on the
+        CPU (see ``runtime.inference_streams``), one on a GPU, which parallelises inside the batch."""
+        from search.embedders import runtime
+
+        return runtime.inference_streams() if self.device == "cpu" else 1
+
+    @property
     def loaded(self) -> bool:
         return self._loaded
 
     # -- images ----------------------------------------------------------------------------
+    def decode_sides(self) -> tuple[int, int]:
+        """The fewest pixels ``preprocess`` needs on an image's (longest, shortest) side; 0 = no need.
+
+        Bulk jobs decode JPEGs at the smallest DCT scale that keeps them (see ``catalog.imaging.open_rgb``).
+        The default asks for 448 px on the short side: safe for any model that sees a few hundred pixels.
+        """
+        return 0, 448
+
     def preprocess(self, image: Image.Image) -> Any:
         """Per-image CPU work (resize, normalise). Runs in decode threads; must not touch the model."""
         raise NotImplementedError

@@ -26,6 +26,9 @@ class PixelsEmbedder(Embedder):
         self.version = f"pixels-{SIDE}x{SIDE}-v1"
         self.dimension = SIDE * SIDE * 3
 
+    def decode_sides(self) -> tuple[int, int]:
+        return 0, SIDE  # stretched to SIDE x SIDE: both sides must keep SIDE pixels
+
     def preprocess(self, image: Image.Image) -> Any:
         small = image.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BILINEAR)
         return np.asarray(small, dtype=np.float32).reshape(-1) / 255.0

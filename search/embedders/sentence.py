@@ -193,6 +193,10 @@ class ClipEmbedder(SentenceTransformerEmbedder):
                          check={"pixel_values": random_pixels(3, side, seed=1)},
                          dynamic={"pixel_values": {0: "batch"}})  # fmt: skip
 
+    def decode_sides(self) -> tuple[int, int]:
+        # "pad" fits the longest side into the square; "crop" resizes the shortest side to it.
+        return (self.image_config.size, 0) if self.fit == "pad" else (0, self.image_config.size)
+
     def preprocess(self, image: Image.Image) -> Any:
         return clip_pixels(image, self.image_config, fit=self.fit)
 

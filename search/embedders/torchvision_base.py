@@ -13,17 +13,17 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from search.embedders.base import Embedder, l2_normalise, torch_device
-from search.embedders.runtime import ModelSpec, inference_threads
+from search.embedders.runtime import ModelSpec, stream_threads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def configure_torch_threads() -> None:
-    """Honour VITRINE_TORCH_THREADS (or the settings) so worker processes × threads match the cores."""
+    """Honour VITRINE_TORCH_THREADS (or the settings) so worker processes × streams × threads match the cores."""
     import torch
 
-    torch.set_num_threads(inference_threads())
+    torch.set_num_threads(stream_threads())
 
 
 def square_pixels(image: Image.Image, side: int, resample: Image.Resampling) -> np.ndarray:
@@ -77,6 +77,9 @@ class TorchImageEmbedder(Embedder):
         self._mean = np.array(self.mean, dtype=np.float32)
         self._std = np.array(self.std, dtype=np.float32)
         self.model: Any = None
+
+    def decode_sides(self) -> tuple[int, int]:
+        return self.image_size, 0  # padded to a square: the longest side becomes image_size
 
     def preprocess(self, image: Image.Image) -> Any:
         return square_pixels(image, self.image_size, Image.Resampling.BILINEAR)

@@ -113,3 +113,15 @@ def test_derivative_is_bounded_and_never_upscaled():
     assert small.format == "JPEG" and small.size == (400, 200)
     tiny = Image.open(io.BytesIO(imaging.derivative_jpeg(Image.new("RGB", (50, 30)), max_side=400)))
     assert tiny.size == (50, 30)
+
+
+def test_jpegs_decode_at_the_smallest_scale_that_keeps_the_side_a_model_needs():
+    data = image_bytes("JPEG", size=(1000, 670))
+    assert imaging.open_rgb(data).size == (1000, 670)
+    assert imaging.open_rgb(data, long_side=224).size == (250, 168)  # 1/4: the longest side keeps 224
+    assert imaging.open_rgb(data, long_side=300).size == (500, 335)  # 1/4 would leave 250 < 300
+    assert imaging.open_rgb(data, short_side=224).size == (500, 335)  # 1/4 would leave 168 < 224
+    assert imaging.open_rgb(data, long_side=4000).size == (1000, 670)  # never upscaled
+    assert imaging.open_rgb(data, long_side=100).size == (125, 84)  # 1/8 is the smallest DCT scale
+    png = image_bytes("PNG", size=(1000, 670))
+    assert imaging.open_rgb(png, long_side=224).size == (1000, 670)  # only JPEG has DCT scales

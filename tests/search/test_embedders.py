@@ -130,3 +130,14 @@ def test_clip_by_name_with_the_hub_unreachable_fails_within_seconds(use_spaces, 
     with pytest.raises(SpaceUnavailable, match="cannot be reached"):
         embedders.load("clip")
     assert time.monotonic() - started < 5
+
+
+def test_each_space_asks_the_decoder_only_for_the_pixels_it_uses():
+    from search.embedders.cnn import EfficientNetLite0Embedder
+    from search.embedders.pixels import PixelsEmbedder
+    from search.embedders.sentence import ClipEmbedder
+
+    assert EfficientNetLite0Embedder("cnn").decode_sides() == (224, 0)  # padded square: the long side
+    assert ClipEmbedder("clip").decode_sides() == (224, 0)  # FIT=pad, the default
+    assert ClipEmbedder("clip", {"FIT": "crop"}).decode_sides() == (0, 224)  # shortest side resized, then cropped
+    assert PixelsEmbedder("pixels").decode_sides() == (0, 32)  # stretched: both sides

@@ -3,7 +3,9 @@ neighbours against brute force, versions, failures. The store contract itself is
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 import time
 from decimal import Decimal
 from io import StringIO
@@ -13,6 +15,7 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.db import connection
+from PIL import Image
 
 import search.embedders.sentence  # noqa: F401  (RenamedText subclasses it)
 from catalog import services as catalog_services
@@ -382,3 +385,74 @@ def test_images_whose_enqueue_failed_are_found_by_the_sweep(use_spaces):
     assert services.space_counts("pixels").missing == 1
     assert services.sweep(spaces=["pixels"]) == {"pixels": 1}
     assert image.pk
+
+
+class SlowPixels(embedders.base.Embedder):
+    """The pixel baseline with a forward pass that takes time: later batches finish first, and the test
+    sees how many passes ran at once."""
+
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        from search.embedders.pixels import PixelsEmbedder
+
+        self.inner = PixelsEmbedder(self.key)
+        self.calls = 0
+
+    @property
+    def model_id(self) -> str:
+        return "pixels, slowly"
+
+    def _load(self) -> None:
+        self.inner.load()
+        self.version, self.dimension = self.inner.version, self.inner.dimension
+
+    def decode_sides(self) -> tuple[int, int]:
+        return self.inner.decode_sides()
+
+    def preprocess(self, image):  # type: ignore[no-untyped-def]
+        return self.inner.preprocess(image)
+
+    def encode_batch(self, batch):  # type: ignore[no-untyped-def]
+        cls = type(self)
+        with cls.lock:
+            cls.running += 1
+            cls.most = max(cls.most, cls.running)
+            self.calls += 1
+            delay = 0.15 / self.calls  # each batch quicker than the one before: they finish out of order
+        time.sleep(delay)
+        with cls.lock:
+            cls.running -= 1
+        return self.inner.encode_batch(batch)
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_bulk_runs_batches_side_by_side_and_keeps_each_vector_with_its_image(use_spaces, settings, streams):
+    settings.VITRINE_INFERENCE_THREADS = 2
+    settings.VITRINE_INFERENCE_STREAMS = streams
+    settings.VITRINE_SPACES = {**settings.VITRINE_SPACES,
+                               "pixels": {"BACKEND": "tests.search.test_store_and_services.SlowPixels"}}  # fmt: skip
+    use_spaces("pixels")
+    embedders._instances.pop("pixels", None)
+    SlowPixels.running = SlowPixels.most = 0
+    rng = np.random.default_rng(7)
+    images = []
+    for _ in range(9):  # noise: every image's vector is far from every other's
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)).save(out, format="PNG")
+        images.append(catalog_services.product_image_add(product=ProductFactory(), file=out.getvalue()))
+    result = services.images_embed_bulk(space="pixels", batch_size=2)
+    embedder = embedders.get("pixels")
+    assert embedder.streams == streams and SlowPixels.most == streams
+    assert result.processed == 9
+    stored = {row.image_id: np.asarray(row.vector.to_list() if hasattr(row.vector, "to_list") else row.vector)
+              for row in ImageEmbedding.objects.filter(space="pixels", status="ok")}  # fmt: skip
+    for image in images:
+        alone = embedder.encode_batch([embedder.preprocess(services.load_image_rgb(image, embedder))])[0]
+        assert float(stored[image.pk] @ alone) > 0.9999, image.pk
+        others = [float(stored[other.pk] @ alone) for other in images if other.pk != image.pk]
+        assert max(others) < 0.5  # so a vector stored under the wrong image could not pass
+    embedders._instances.pop("pixels", None)

@@ -232,7 +232,7 @@ class Command(BaseCommand):
     def _throughput(self, embedder: embedders.Embedder, rows: list[ProductImage], batch_size: int,
                     repeat: int) -> dict[str, Any]:  # fmt: skip
         started = time.perf_counter()
-        prepared = [embedder.preprocess(load_image_rgb(image)) for image in rows]
+        prepared = [embedder.preprocess(load_image_rgb(image, embedder)) for image in rows]
         decode_ms = 1000 * (time.perf_counter() - started) / len(rows)
         embedder.encode_batch(prepared[:batch_size])  # warm-up
         raw, e2e, shares = [], [], []
