@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,13 +53,22 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
 def torch_device(preference: str = "auto") -> str:
-    """CUDA when available (or asked for), else CPU."""
+    """CUDA when available (or asked for), else CPU.
+
+    On Linux without a GPU driver (NVIDIA, ROCm or WSL's) CUDA cannot be available, so the answer needs
+    no torch import: a process that serves a cached ONNX export then never imports torch at all.
+    """
+    if preference != "auto":
+        return preference
+    if sys.platform == "linux" and not any(os.path.exists(path) for path in GPU_DRIVER_FILES):
+        return "cpu"
     import torch
 
-    if preference == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return preference
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Embedder:

@@ -15,6 +15,8 @@ from typing import Any
 from search.embedders.base import SpaceUnavailable, fingerprint_files
 from search.embedders.torchvision_base import TorchImageEmbedder
 
+FEATURES = 1280  # EfficientNet-Lite0's pooled features (the classifier's input)
+
 
 class EfficientNetLite0Embedder(TorchImageEmbedder):
     # EfficientNet-Lite was trained on inputs scaled to [-1, 1].
@@ -41,6 +43,11 @@ class EfficientNetLite0Embedder(TorchImageEmbedder):
         if not weights.is_file():
             raise SpaceUnavailable(f"EfficientNet-Lite0 weights not found at {weights}")
 
+    def _identify(self) -> bool:
+        self.version = f"efficientnet-lite0-{fingerprint_files([self._weights()])}"
+        self.dimension = FEATURES
+        return True
+
     def _build(self) -> Any:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
@@ -51,8 +58,9 @@ class EfficientNetLite0Embedder(TorchImageEmbedder):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise SpaceUnavailable(f"{weights.name} does not fit EfficientNet-Lite0 (missing {missing[:3]})")
-        self.version = f"efficientnet-lite0-{fingerprint_files([weights])}"
-        self.dimension = model._fc.in_features
+        self._identify()
+        if model._fc.in_features != self.dimension:
+            raise SpaceUnavailable(f"EfficientNet-Lite0 gives {model._fc.in_features}-d features, not {FEATURES}")
         return model
 
     def _features(self, batch: Any) -> Any:
@@ -95,9 +103,13 @@ class ResNet50Embedder(TorchImageEmbedder):
         model = resnet50()
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.fc = torch.nn.Identity()
-        self.version = f"resnet50-{fingerprint_files([weights])}"
-        self.dimension = 2048
+        self._identify()
         return model
+
+    def _identify(self) -> bool:
+        self.version = f"resnet50-{fingerprint_files([self._weights()])}"
+        self.dimension = 2048
+        return True
 
     def _features(self, batch: Any) -> Any:
         return self.model(batch)

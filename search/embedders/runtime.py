@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from search.embedders.base import SpaceUnavailable
+
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx")
@@ -224,8 +226,12 @@ def _onnx_run(session: Any) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
 _export_lock = threading.Lock()
 
 
-def _exported(spec: ModelSpec, *, name: str, device: str) -> tuple[Path, dict[str, Any]]:
-    """The cached fp32 export for ``name``, made (and checked against PyTorch) if absent."""
+def _exported(spec_factory: Callable[[], ModelSpec], *, name: str, device: str) -> tuple[Path, dict[str, Any]]:
+    """The cached fp32 export for ``name``, made (and checked against PyTorch) if absent.
+
+    ``spec_factory`` is called only to export: a cached file needs no PyTorch module, so a process that
+    finds one never imports torch (about 1.5 s of a worker's or ``reindex``'s start here).
+    """
     folder = cache_dir()
     path = folder / f"{name}.onnx"
     meta_path = path.with_suffix(".json")
@@ -234,6 +240,7 @@ def _exported(spec: ModelSpec, *, name: str, device: str) -> tuple[Path, dict[st
     with _export_lock:
         if path.is_file() and meta_path.is_file():
             return path, json.loads(meta_path.read_text())
+        spec = spec_factory()
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{name}.{os.getpid()}.onnx"
         started = time.perf_counter()
@@ -326,13 +333,12 @@ def runner_build(spec_factory: Callable[[], ModelSpec], *, name: str, runtime: s
     """
     if runtime not in RUNTIMES:
         raise ExportFailed(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    spec = spec_factory()
     if runtime == "torch":
-        return torch_runner(spec, device=device)
+        return torch_runner(spec_factory(), device=device)
     try:
         if not onnx_available():
             raise ExportFailed("onnxruntime is not installed")
-        path, meta = _exported(spec, name=f"{_safe(name)}-{EXPORT_FORMAT}", device=device)
+        path, meta = _exported(spec_factory, name=f"{_safe(name)}-{EXPORT_FORMAT}", device=device)
         backend = "onnx"
         if quantize:
             try:
@@ -341,10 +347,12 @@ def runner_build(spec_factory: Callable[[], ModelSpec], *, name: str, runtime: s
                 meta = {**meta, "int8_refused": str(exc)}
                 logger.warning("%s: int8 not used: %s", name, exc)
         session = _session(path, threads=stream_threads(), device=device)
+    except SpaceUnavailable:
+        raise  # the model itself cannot be built: PyTorch could not serve it either
     except Exception as exc:  # any failure here leaves PyTorch, which always works
         reason = str(exc) if isinstance(exc, ExportFailed) else f"{type(exc).__name__}: {str(exc)[:300]}"
         logger.warning("%s: ONNX Runtime not used, running in PyTorch: %s", name, reason)
-        return torch_runner(spec, device=device, fallback_reason=reason)
+        return torch_runner(spec_factory(), device=device, fallback_reason=reason)
     return Runner(backend=backend, run=_onnx_run(session), path=path, details=meta)
 
 

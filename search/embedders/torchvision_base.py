@@ -92,16 +92,31 @@ class TorchImageEmbedder(Embedder):
         """Return the model (weights loaded, classifier removed), and set version/dimension."""
         raise NotImplementedError
 
+    def _identify(self) -> bool:
+        """Set version and dimension from the weight file alone, without PyTorch, where that is possible.
+
+        Then a process whose ONNX export is cached never builds the module (nor imports torch). False
+        (the default): only building the model tells them.
+        """
+        return False
+
+    def torch_model(self) -> Any:
+        """The PyTorch model, built on first use: for eager runs, for exporting, and for the fallback."""
+        if self.model is None:
+            configure_torch_threads()
+            self.model = self._build().to(self.device).eval()
+        return self.model
+
     def _load(self) -> None:
-        configure_torch_threads()
         self.device = torch_device(self.device_preference)
-        model = self._build()
-        self.model = model.to(self.device).eval()
+        self.model = None  # a reload (SimCLR's newer checkpoint) builds afresh
+        if not self._identify():
+            self.torch_model()
         self._adopt_int8(self._runner(self.model_spec, part="image", quantize=self._wants_int8()))
 
     def model_spec(self) -> ModelSpec:
         side = self.image_size
-        return ModelSpec(module=torch_module(self._features, model=self.model),
+        return ModelSpec(module=torch_module(self._features, model=self.torch_model()),
                          example={"pixel_values": random_pixels(2, side, seed=0)},
                          check={"pixel_values": random_pixels(3, side, seed=1)},
                          dynamic={"pixel_values": {0: "batch"}})  # fmt: skip

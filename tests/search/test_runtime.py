@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +18,13 @@ from PIL import Image
 from catalog import services as catalog_services
 from search import embedders, services
 from search.embedders import runtime
+from search.embedders.base import GPU_DRIVER_FILES
 from search.embedders.sentence import ClipEmbedder, clip_pixels
 from search.models import ImageEmbedding, SpaceVersion
 from tests.factories import CategoryFactory, ProductFactory
 
-DEMO = Path(__file__).resolve().parents[2] / "demo" / "images"
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "demo" / "images"
 TEXTS = ["a red summer dress", "stainless steel chef's knife with a wooden handle", "mug", "Gitarre aus Holz", ""]
 
 
@@ -223,3 +228,34 @@ def test_worker_processes_times_inference_threads_fit_the_cores(settings, monkey
     monkeypatch.delenv("VITRINE_TORCH_THREADS")
     settings.VITRINE_INFERENCE_THREADS = 0
     assert runtime.inference_threads() == runtime.cpu_count()  # reindex --sync, benchmark: every core
+
+
+LOAD_IN_A_FRESH_PROCESS = """
+import json, os, sys
+import django
+django.setup()
+from PIL import Image
+from search import embedders
+embedder = embedders.load("cnn")
+vector = embedder.embed_images([Image.open(sys.argv[1]).convert("RGB")])[0]
+print(json.dumps({"torch": "torch" in sys.modules, "backend": embedder.runners["image"].backend,
+                  "version": embedder.version, "dimension": embedder.dimension, "vector": vector.tolist()}))
+"""
+
+
+@pytest.mark.skipif(any(os.path.exists(path) for path in GPU_DRIVER_FILES),
+                    reason="with a GPU driver present, choosing the device asks torch")  # fmt: skip
+def test_a_cached_export_serves_without_importing_torch(use_spaces, settings):
+    use_spaces("cnn")
+    here = embedders.load("cnn")  # exports the model when the cache does not have it yet
+    assert here.runners["image"].backend == "onnx", here.runtime_label
+    photo = sorted(DEMO.glob("*/*"))[0]
+    env = {**os.environ, "VITRINE_HOME": str(settings.VITRINE_HOME), "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    result = subprocess.run([sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(photo)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (facts["torch"], facts["backend"], facts["version"], facts["dimension"]) == (
+        False, "onnx", here.version, here.dimension)  # fmt: skip
+    expected = here.embed_images([Image.open(photo).convert("RGB")])[0]
+    assert float(np.asarray(facts["vector"]) @ expected) > 0.9999
