@@ -162,7 +162,9 @@ class Command(BaseCommand):
             raise CommandError("the catalogue has no images; import some first (make demo does)")
         photo = load_image_rgb(rows[0])
         figures: dict[str, Any] = {"cores": os.cpu_count(), "load_average_before": os.getloadavg(),
-                                   "inference_threads": runtime.inference_threads(), "spaces": {}}  # fmt: skip
+                                   "inference_threads": runtime.inference_threads(),
+                                   "streams": runtime.inference_streams(),
+                                   "threads_per_stream": runtime.stream_threads(), "spaces": {}}  # fmt: skip
         for key in keys:
             try:
                 entry: dict[str, Any] = {}
@@ -207,7 +209,9 @@ class Command(BaseCommand):
                     f"{cell(photo.get('p50_ms')) + ' / ' + cell(photo.get('p95_ms')):>17}"
                 )
         self.stdout.write(f"load average before {figures['load_average_before'][0]:.2f}, after "
-                          f"{figures['load_average_after'][0]:.2f} on {figures['cores']} cores")  # fmt: skip
+                          f"{figures['load_average_after'][0]:.2f} on {figures['cores']} cores; images encoded "
+                          f"{figures['streams']} batches at once, {figures['threads_per_stream']} thread(s) each "
+                          "(queries: one pass)")  # fmt: skip
 
     # -- vector stores ---------------------------------------------------------------------------
     def _stores(self, options: dict[str, Any], *, dim: int, queries: int, json_path: Path | None) -> None:
