@@ -88,11 +88,18 @@ def product_index_later(*, product_id: int) -> None:
     transaction.on_commit(enqueue, robust=True)
 
 
+# A change to a few products (one admin save, a small bulk action) reaches the vector store's copy before the
+# admin's next page; a bigger one (a category moved with thousands of products) goes to the worker in tasks
+# of SYNC_TASK_CHUNK, so no request waits on it and no task outgrows its time limit.
+SYNC_INLINE_MAX = 100
+SYNC_TASK_CHUNK = 1000
+
+
 def products_changed(*, product_ids: Sequence[int]) -> None:
     """Products' price, stock, category, publication, images or existence changed: after commit, bring the
     vector store's copy of them up to date. Only stores that keep such a copy (Milvus) have work to do;
-    pgvector joins the live rows. If the store cannot be reached now, a task retries it, and
-    ``vectorstore_rebuild`` repairs anything at any time."""
+    pgvector joins the live rows. Up to ``SYNC_INLINE_MAX`` products sync here, more are queued (as is a
+    sync that fails: the store may be down); ``vectorstore_rebuild`` repairs anything at any time."""
     from search import tasks
 
     store = get_store()
@@ -100,12 +107,19 @@ def products_changed(*, product_ids: Sequence[int]) -> None:
         return
     ids = sorted({int(pk) for pk in product_ids})
 
+    def queue() -> None:
+        for start in range(0, len(ids), SYNC_TASK_CHUNK):
+            _enqueue_safely(tasks.products_sync_task, ids[start : start + SYNC_TASK_CHUNK])
+
     def sync() -> None:
+        if len(ids) > SYNC_INLINE_MAX:
+            queue()
+            return
         try:
             store.products_sync(product_ids=ids)
         except Exception as exc:
             logger.warning("vector store sync of products %s failed (queued to retry): %s", ids[:20], exc)
-            _enqueue_safely(tasks.products_sync_task, ids)
+            queue()
 
     transaction.on_commit(sync, robust=True)
 

@@ -210,6 +210,55 @@ def test_product_changes_reach_the_store(vector_store, django_capture_on_commit_
     assert len(_search(vector_store, query, 50, published_only=False)) == 14
 
 
+def _take_queued(task_name: str) -> list[list[int]]:
+    """Empty the embeddings queue (the real broker); the first argument of each ``task_name`` message in it."""
+    from config.celery import app, ensure_embedded_broker
+
+    ensure_embedded_broker()
+    found = []
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue("embeddings")
+        try:
+            while True:
+                message = queue.get(block=False)
+                message.ack()
+                if message.headers.get("task") == task_name:
+                    found.append(message.decode()[0][0])
+        except queue.Empty:
+            pass
+        finally:
+            queue.close()
+    return found
+
+
+def test_a_large_change_reaches_the_store_through_the_worker_in_chunks(
+    vector_store, monkeypatch, django_capture_on_commit_callbacks
+):
+    from search.tasks import products_sync_task
+
+    monkeypatch.setattr(services, "SYNC_INLINE_MAX", 3)
+    monkeypatch.setattr(services, "SYNC_TASK_CHUNK", 2)
+    catalogue = _catalogue(vector_store, n=5)
+    query = _unit(np.random.default_rng(4), 1)[0]
+    cheap = Filters(price_max=Decimal("100"))
+    before = _search(vector_store, query, 5, filters=cheap)
+    assert before
+    _take_queued("")
+    ids = sorted(catalogue.product(i).pk for i in range(5))
+    with django_capture_on_commit_callbacks(execute=True):
+        Product.objects.filter(pk__in=ids).update(price=Decimal("500"))
+        services.products_changed(product_ids=ids)
+    queued = _take_queued("search.tasks.products_sync_task")
+    if not vector_store.mirrors_catalog:  # pgvector joins the live rows: nothing to queue, nothing stale
+        assert queued == [] and _search(vector_store, query, 5, filters=cheap) == []
+        return
+    assert _search(vector_store, query, 5, filters=cheap) == before  # not synced in the request
+    assert queued == [ids[0:2], ids[2:4], ids[4:5]]
+    for chunk in queued:  # what the worker runs
+        products_sync_task.apply(args=[chunk]).get()
+    assert _search(vector_store, query, 5, filters=cheap) == catalogue.expected(query, 5, cheap) == []
+
+
 def test_rebuild_command_reloads_the_store_from_postgres(vector_store):
     catalogue = _catalogue(vector_store, n=20)
     # A bulk update that no hook saw: the store's copy (Milvus) is stale until the rebuild.
