@@ -780,17 +780,34 @@ def reindex_jobs_resume_stalled(*, older_than_s: int | None = None) -> list[int]
     return resumed
 
 
+def _full_job_active(space: str) -> ReindexJob | None:
+    """A queued or running reindex job over the whole space: it covers whatever the sweep would queue."""
+    active = ReindexJob.objects.filter(space=space, product_ids__isnull=True,
+                                       status__in=[ReindexJob.Status.QUEUED, ReindexJob.Status.RUNNING])  # fmt: skip
+    return active.order_by("pk").first()
+
+
 def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, int]:
     """Queue embedding for images (and product texts) whose vectors are missing or stale.
 
     "Missing or stale" is judged against the version each space computes now. Spaces
     that never loaded anywhere are probed here first so their version is known.
     Failures are not retried by the sweep; staff reindex them on purpose.
+
+    Each run looks at no more than ``VITRINE_SWEEP_MAX`` ids per space. A bigger backlog (a new model
+    version, a bulk import while the worker was down) becomes one missing-only reindex job, chunked,
+    resumable and shown in the admin, and later runs leave the space to that job while it is active:
+    the sweep never lists a whole catalogue in one process nor queues the same backlog twice.
+    Returns per space the ids queued; more than ``VITRINE_SWEEP_MAX`` means a job took the backlog over.
     """
     from search import tasks
 
+    limit = max(1, settings.VITRINE_SWEEP_MAX)
     queued: dict[str, int] = {}
     for space in spaces or embedders.enabled():
+        if _full_job_active(space) is not None:
+            queued[space] = 0
+            continue
         version = current_version(space)
         if version is None:
             try:
@@ -798,16 +815,24 @@ def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, 
             except SpaceUnavailable:
                 queued[space] = 0
                 continue
-        if embedders.is_text_only(space):
+        is_text = embedders.is_text_only(space)
+        stale: QuerySet[Any]
+        if is_text:
             stale = Product.objects.exclude(Exists(ProductEmbedding.objects.filter(
                 product=OuterRef("pk"), space=space, model_version=version)))  # fmt: skip
-            ids = list(stale.values_list("pk", flat=True))
+        else:
+            stale = _missing_images(space, version)
+        ids = list(stale.order_by("pk").values_list("pk", flat=True)[: limit + 1])
+        queued[space] = len(ids)
+        if len(ids) > limit:
+            job = reindex_job_create(space=space, missing_only=True)
+            logger.info("sweep: more than %s %s lack a %s vector; reindex job #%s takes them over", limit,
+                        "products" if is_text else "images", space, job.pk)  # fmt: skip
+        elif is_text:
             for pk in ids:
                 tasks.product_embed_task.delay(pk, space)
         else:
-            ids = list(_missing_images(space, version).values_list("pk", flat=True).order_by("pk"))
             for start in range(0, len(ids), batch):
                 tasks.images_embed_batch_task.delay(ids[start : start + batch], space)
-        queued[space] = len(ids)
     reindex_jobs_resume_stalled()
     return queued

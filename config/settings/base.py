@@ -306,6 +306,8 @@ VITRINE_MILVUS_PARTITIONS = env_int("VITRINE_MILVUS_PARTITIONS", 16)  # partitio
 # Strong: an image is searchable as soon as its upsert returns. "Bounded" trades that for latency on a cluster.
 VITRINE_MILVUS_CONSISTENCY = str(env("VITRINE_MILVUS_CONSISTENCY", "Strong"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
+# Ids per space one sweep queues as tasks; a bigger backlog becomes a missing-only reindex job.
+VITRINE_SWEEP_MAX = env_int("VITRINE_SWEEP_MAX", 10_000)
 
 # search.tasks.* → "embeddings"; with VITRINE_QUEUE_PER_SPACE, embedding tasks → "embeddings.<space>",
 # so each kind of machine consumes the spaces it is fit for (docs/scaling.md).

@@ -323,6 +323,24 @@ def test_sweep_counts_missing_and_stale_images(use_spaces):
     assert queued == {"pixels": 3, "text": 5}
 
 
+def test_a_backlog_beyond_the_sweep_limit_becomes_one_reindex_job(use_spaces, settings):
+    use_spaces("pixels", "text")
+    settings.VITRINE_SWEEP_MAX = 3
+    images = _images(5)
+    services.images_embed_bulk(space="pixels", image_ids=[images[0].pk])
+    assert services.sweep() == {"pixels": 4, "text": 4}  # 4 seen of 4 (pixels) and of 5 (text): both over 3
+    jobs = list(ReindexJob.objects.order_by("space").values_list("space", "missing_only", "product_ids", "status"))
+    assert jobs == [("pixels", True, None, "queued"), ("text", True, None, "queued")]
+    assert services.sweep() == {"pixels": 0, "text": 0}  # the jobs cover it: nothing queued twice
+    assert ReindexJob.objects.count() == 2
+    for job in ReindexJob.objects.all():
+        done = services.reindex_job_run(job_id=job.pk)
+        assert (done.status, done.failed) == ("done", 0)
+    assert services.space_counts("pixels").missing == 0 and services.space_counts("text").missing == 0
+    assert services.sweep() == {"pixels": 0, "text": 0}
+    assert ReindexJob.objects.count() == 2
+
+
 def test_text_space_counts_products_and_notices_edited_text():
     products = [catalog_services.product_create(title=f"Mug {i}") for i in range(3)]
     for product in products[:2]:
