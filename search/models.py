@@ -139,6 +139,12 @@ class ReindexJob(models.Model):
     # Set whenever a chunk finishes: a running job whose heartbeat is old has lost its messages
     # (a broker that crashed before writing them to disk) and the sweep queues its chunks again.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Chunks are planned as the job goes, a window ahead of the workers, by id ranges: the job covers the
+    # ids up to ``upper_id`` (the largest when it started; later uploads are the worker's own business), and
+    # ``cursor`` is the last id a planned chunk covers. ``planned_all``: no id is left beyond the cursor.
+    upper_id = models.BigIntegerField(null=True, blank=True)
+    cursor = models.BigIntegerField(null=True, blank=True)
+    planned_all = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -148,11 +154,13 @@ class ReindexJob(models.Model):
 
     @property
     def progress(self) -> str:
-        return f"{self.processed}/{self.total}"
+        # skipped: counted at the start, then deleted or (missing only) embedded by uploads meanwhile
+        return f"{self.processed}/{self.total}" + (f" ({self.skipped} gone or done meanwhile)" if self.skipped else "")
 
     @property
     def percent(self) -> int:
-        return int(100 * self.processed / self.total) if self.total else (100 if self.status == "done" else 0)
+        done = self.processed + self.skipped
+        return int(100 * done / self.total) if self.total else (100 if self.status == "done" else 0)
 
 
 class ReindexChunk(models.Model):
@@ -165,7 +173,11 @@ class ReindexChunk(models.Model):
 
     job = models.ForeignKey(ReindexJob, on_delete=models.CASCADE, related_name="chunks")
     number = models.PositiveIntegerField()
-    ids = models.JSONField(help_text="Image ids (image spaces) or product ids (text spaces).")
+    # The job's ids (images, or products for a text space) from first_id to last_id, both included:
+    # ``size`` of them when the chunk was planned. Two numbers per chunk, whatever the chunk size.
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    size = models.PositiveIntegerField()
     processed = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     done_at = models.DateTimeField(null=True, blank=True)

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from catalog import imaging
@@ -609,20 +610,28 @@ def vectorstore_rebuild(*, spaces: Sequence[str] | None = None,
 # --- reindex jobs and the sweep --------------------------------------------------------------------
 
 
-def _job_ids(job: ReindexJob, *, is_text: bool) -> list[int]:
-    """The ids a job covers, fixed when it starts: products for a text space, images otherwise."""
-    if is_text:
-        products = Product.objects.order_by("pk")
+def _job_selection(job: ReindexJob) -> QuerySet[Any]:
+    """The ids a job covers, in id order: products for a text space, images otherwise.
+
+    Up to ``job.upper_id`` once the job has started; ``missing_only`` is judged when each chunk is planned
+    and again when it runs, so what finished meanwhile is not done twice.
+    """
+    rows: QuerySet[Any]
+    if embedders.is_text_only(job.space):
+        rows = Product.objects.all()
         if job.product_ids is not None:
-            products = products.filter(pk__in=job.product_ids)
-        return list(products.values_list("pk", flat=True))
-    images = ProductImage.objects.order_by("pk")
-    if job.product_ids is not None:
-        images = images.filter(product_id__in=job.product_ids)
-    if job.missing_only:
-        version = current_version(job.space) or space_load(job.space).version
-        images = images.filter(pk__in=_missing_images(job.space, version).values("pk"))
-    return list(images.values_list("pk", flat=True))
+            rows = rows.filter(pk__in=job.product_ids)
+    else:
+        rows = ProductImage.objects.all()
+        if job.product_ids is not None:
+            rows = rows.filter(product_id__in=job.product_ids)
+        if job.missing_only:
+            version = current_version(job.space) or space_load(job.space).version
+            # NOT EXISTS on the image itself: walking the id index, a chunk's query stops after its ids.
+            rows = rows.exclude(Exists(_images_with(job.space, version, EmbeddingStatus.OK, EmbeddingStatus.FAILED)))
+    if job.upper_id is not None:
+        rows = rows.filter(pk__lte=job.upper_id)
+    return rows.order_by("pk").values_list("pk", flat=True)
 
 
 def reindex_job_create(*, space: str, missing_only: bool = False, product_ids: list[int] | None = None,
@@ -645,61 +654,79 @@ def _job_fail(job: ReindexJob, reason: str) -> None:
 
 
 def reindex_job_plan(*, job_id: int) -> ReindexJob:
-    """Cut a queued job into chunks of ``VITRINE_REINDEX_CHUNK`` ids and mark it running.
+    """Start a queued job: fix the ids it covers (up to the largest now) and count them; mark it running.
 
-    Safe to call again for the same job (a redelivered message): the chunks are planned once.
+    Nothing is listed here: chunks are planned as the job goes (``reindex_job_queue_chunks``), so a job
+    over hundreds of millions of images starts at once and keeps a window of chunk rows, not a list of
+    every id. Safe to call again for the same job (a redelivered message): it starts once.
     """
     job = ReindexJob.objects.get(pk=job_id)
     if job.status != ReindexJob.Status.QUEUED:
         return job
     try:
         space_load(job.space)  # fail early, with the reason, when the model cannot be had
-        is_text = embedders.is_text_only(job.space)
-        ids = _job_ids(job, is_text=is_text)
+        selection = _job_selection(job)
+        upper = selection.order_by("-pk").first()
+        total = selection.filter(pk__lte=upper).count() if upper is not None else 0
     except SpaceUnavailable as exc:
         _job_fail(job, exc.reason)
         job.refresh_from_db()
         return job
-    size = max(1, settings.VITRINE_REINDEX_CHUNK)
-    with transaction.atomic():
-        locked = ReindexJob.objects.select_for_update().get(pk=job.pk)
-        if locked.status == ReindexJob.Status.QUEUED:
-            ReindexChunk.objects.bulk_create(
-                [ReindexChunk(job=locked, number=n, ids=ids[start : start + size])
-                 for n, start in enumerate(range(0, len(ids), size))],
-                ignore_conflicts=True,
-            )  # fmt: skip
-            now = timezone.now()
-            ReindexJob.objects.filter(pk=job.pk).update(status=ReindexJob.Status.RUNNING, started_at=now,
-                                                        heartbeat_at=now, total=len(ids), processed=0)  # fmt: skip
+    now = timezone.now()
+    ReindexJob.objects.filter(pk=job.pk, status=ReindexJob.Status.QUEUED).update(
+        status=ReindexJob.Status.RUNNING, started_at=now, heartbeat_at=now, total=total, processed=0,
+        upper_id=upper, cursor=None, planned_all=upper is None,
+    )  # fmt: skip
     _job_finish_if_complete(job.pk)  # a job with nothing to do is done at once
     job.refresh_from_db()
     return job
 
 
+def _plan_next_chunk(job: ReindexJob) -> ReindexChunk | None:
+    """The job's next chunk: the next ``VITRINE_REINDEX_CHUNK`` ids after the cursor. Call with the job's
+    row locked (``select_for_update``); ``job`` is updated in memory and in the database. None: all planned."""
+    if job.planned_all:
+        return None
+    size = max(1, settings.VITRINE_REINDEX_CHUNK)
+    rows = _job_selection(job)
+    if job.cursor is not None:
+        rows = rows.filter(pk__gt=job.cursor)
+    ids = list(rows[:size])
+    if not ids:
+        job.planned_all = True
+        ReindexJob.objects.filter(pk=job.pk).update(planned_all=True)
+        return None
+    number = job.chunks.count()  # chunks are numbered 0, 1, 2… in the order they are planned
+    chunk = ReindexChunk.objects.create(job=job, number=number, first_id=ids[0], last_id=ids[-1], size=len(ids))
+    job.cursor = ids[-1]
+    ReindexJob.objects.filter(pk=job.pk).update(cursor=job.cursor)
+    return chunk
+
+
 def reindex_chunk_run(*, chunk_id: int, queue_next: bool = False) -> ReindexChunk:
     """Embed one chunk of a job. Running a chunk twice stores the same vectors and counts once.
 
-    ``queue_next`` (the worker's way): the chunk that records its completion queues the next one.
+    ``queue_next`` (the worker's way): the chunk that records its completion plans and queues the next.
     """
     chunk = ReindexChunk.objects.select_related("job").get(pk=chunk_id)
     job = chunk.job
     if chunk.done_at is not None or job.status != ReindexJob.Status.RUNNING:
         return chunk
     try:
+        ids = list(_job_selection(job).filter(pk__gte=chunk.first_id, pk__lte=chunk.last_id))
         if embedders.is_text_only(job.space):
-            result = products_embed_bulk(space=job.space, product_ids=chunk.ids, missing_only=job.missing_only)
+            result = products_embed_bulk(space=job.space, product_ids=ids, missing_only=job.missing_only)
         else:
-            result = images_embed_bulk(space=job.space, image_ids=chunk.ids, missing_only=job.missing_only)
+            result = images_embed_bulk(space=job.space, image_ids=ids, missing_only=job.missing_only)
     except SpaceUnavailable as exc:
         _job_fail(job, exc.reason)
         return chunk
     with transaction.atomic():
         first = ReindexChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(
-            done_at=timezone.now(), processed=len(chunk.ids), failed=result.failed
+            done_at=timezone.now(), processed=chunk.size, failed=result.failed
         )
         if first:
-            ReindexJob.objects.filter(pk=job.pk).update(processed=F("processed") + len(chunk.ids),
+            ReindexJob.objects.filter(pk=job.pk).update(processed=F("processed") + chunk.size,
                                                         failed=F("failed") + result.failed,
                                                         heartbeat_at=timezone.now())  # fmt: skip
     if first and queue_next:
@@ -717,48 +744,74 @@ def reindex_chunk_failed(*, chunk_id: int, reason: str) -> None:
 
 
 def _job_finish_if_complete(job_id: int) -> None:
-    if ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).exists():
-        return
     job = ReindexJob.objects.get(pk=job_id)
+    if not job.planned_all or ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).exists():
+        return
+    # Counted at the start but not planned: deleted since, or (missing only) embedded meanwhile by uploads.
     updated = ReindexJob.objects.filter(pk=job_id, status=ReindexJob.Status.RUNNING).update(
-        status=ReindexJob.Status.DONE, finished_at=timezone.now()
+        status=ReindexJob.Status.DONE, finished_at=timezone.now(), skipped=Greatest(F("total") - F("processed"), 0)
     )
     if updated:
         version_activate_if_complete(space=job.space)
 
 
 def reindex_job_pending_chunks(*, job_id: int) -> list[int]:
-    """Ids of the job's chunks not yet done, in order."""
+    """Ids of the job's planned chunks not yet done, in order."""
     pending = ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).order_by("number")
     return list(pending.values_list("pk", flat=True))
 
 
 def reindex_job_queue_chunks(*, job_id: int, after: int | None = None) -> int:
-    """Queue the next chunks of a running job, keeping ``VITRINE_REINDEX_WINDOW`` of them in flight.
+    """Keep ``VITRINE_REINDEX_WINDOW`` chunks of a running job in flight, planning new ones as needed.
 
-    Called when the job starts (``after=None``: the first window) and by every chunk that finishes
-    (``after``: its number; the chunk one window further on is queued). Only a short window is ever
-    in the queue, so uploads queued meanwhile are embedded within a chunk's time, not after the job.
+    Called when the job starts and when its chunks stall (``after=None``: the pending chunks are queued
+    again, their messages may be lost, and new ones planned up to the window) and by every chunk that
+    finishes (``after``: its number; only newly planned chunks are queued). Only a short window is ever in
+    the queue, so uploads queued meanwhile are embedded within a chunk's time, not after the job.
+    Returns how many chunks were queued.
     """
     from search import tasks
 
     window = max(1, settings.VITRINE_REINDEX_WINDOW)
-    chunks = ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).order_by("number")
-    if after is None:
-        ids = list(chunks.values_list("pk", flat=True)[:window])
-    else:
-        ids = list(chunks.filter(number=after + window).values_list("pk", flat=True))
-    for pk in ids:
-        _enqueue_safely(tasks.reindex_chunk_task, pk)
+    with transaction.atomic():
+        job = ReindexJob.objects.select_for_update().get(pk=job_id)  # one planner at a time per job
+        if job.status != ReindexJob.Status.RUNNING:
+            return 0
+        pending = reindex_job_pending_chunks(job_id=job_id)
+        planned: list[int] = []
+        while len(pending) + len(planned) < window:
+            chunk = _plan_next_chunk(job)
+            if chunk is None:
+                break
+            planned.append(chunk.pk)
+        ids = planned if after is not None else pending[:window] + planned
+
+        def enqueue() -> None:  # after commit: a worker must find the chunk rows
+            for pk in ids:
+                _enqueue_safely(tasks.reindex_chunk_task, pk)
+
+        transaction.on_commit(enqueue, robust=True)
+    if job.planned_all:
+        _job_finish_if_complete(job_id)
     return len(ids)
 
 
 def reindex_job_run(*, job_id: int) -> ReindexJob:
     """Run a job to the end in this process (tests, scripts); the worker runs the same steps as tasks."""
     job = reindex_job_plan(job_id=job_id)
-    for pk in reindex_job_pending_chunks(job_id=job.pk):
-        reindex_chunk_run(chunk_id=pk)
-    job.refresh_from_db()
+    while job.status == ReindexJob.Status.RUNNING:
+        pending = reindex_job_pending_chunks(job_id=job.pk)
+        if not pending:
+            with transaction.atomic():
+                chunk = _plan_next_chunk(ReindexJob.objects.select_for_update().get(pk=job.pk))
+            if chunk is None:
+                _job_finish_if_complete(job.pk)
+                job.refresh_from_db()
+                break
+            pending = [chunk.pk]
+        for pk in pending:
+            reindex_chunk_run(chunk_id=pk)
+        job.refresh_from_db()
     return job
 
 

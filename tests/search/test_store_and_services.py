@@ -341,6 +341,38 @@ def test_a_backlog_beyond_the_sweep_limit_becomes_one_reindex_job(use_spaces, se
     assert ReindexJob.objects.count() == 2
 
 
+def test_a_job_plans_id_ranges_a_window_ahead_and_covers_what_existed_when_it_started(use_spaces, settings):
+    use_spaces("pixels")
+    settings.VITRINE_REINDEX_CHUNK, settings.VITRINE_REINDEX_WINDOW = 2, 2
+    ids = [image.pk for image in _images(5)]
+    job = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels").pk)
+    assert (job.status, job.total, job.upper_id, job.chunks.count()) == ("running", 5, ids[-1], 0)
+    assert services.reindex_job_queue_chunks(job_id=job.pk) == 2  # the window, planned as it is queued
+    ranges = list(job.chunks.values_list("number", "first_id", "last_id", "size"))
+    assert ranges == [(0, ids[0], ids[1], 2), (1, ids[2], ids[3], 2)]
+    late = add_image(ProductFactory())  # uploaded after the job started: its own task embeds it, not the job
+    services.reindex_chunk_run(chunk_id=job.chunks.get(number=0).pk, queue_next=True)
+    ranges = [(*row[:4], row[4] is None) for row in job.chunks.values_list("number", "first_id", "last_id", "size",
+                                                                               "done_at")]  # fmt: skip
+    assert ranges[1:] == [(1, ids[2], ids[3], 2, True), (2, ids[4], ids[4], 1, True)]  # one done, one planned
+    job = services.reindex_job_run(job_id=job.pk)
+    assert (job.status, job.processed, job.total, job.skipped, job.chunks.count()) == ("done", 5, 5, 0, 3)
+    embedded = set(ImageEmbedding.objects.filter(space="pixels", status="ok").values_list("image_id", flat=True))
+    assert embedded == set(ids) and late.pk not in embedded
+
+
+def test_a_missing_only_job_counts_what_uploads_did_meanwhile_as_skipped(use_spaces, settings):
+    use_spaces("pixels")
+    settings.VITRINE_REINDEX_CHUNK = 2
+    ids = [image.pk for image in _images(4)]
+    job = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels", missing_only=True).pk)
+    assert job.total == 4
+    services.image_embed(image_id=ids[3], space="pixels")  # an upload's own task gets there first
+    job = services.reindex_job_run(job_id=job.pk)
+    assert (job.status, job.processed, job.skipped) == ("done", 3, 1)
+    assert ImageEmbedding.objects.filter(space="pixels", status="ok").count() == 4
+
+
 def test_text_space_counts_products_and_notices_edited_text():
     products = [catalog_services.product_create(title=f"Mug {i}") for i in range(3)]
     for product in products[:2]:
