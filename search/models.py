@@ -185,6 +185,10 @@ class ReindexChunk(models.Model):
     class Meta:
         ordering = ["job", "number"]
         constraints = [models.UniqueConstraint(fields=["job", "number"], name="reindex_chunk_unique_number")]
+        # Every finished chunk looks up the job's pending ones: with a million chunk rows behind it, only
+        # the few in flight should be read.
+        indexes = [models.Index(fields=["job", "number"], condition=models.Q(done_at__isnull=True),
+                                name="reindex_chunk_pending")]  # fmt: skip
 
     def __str__(self) -> str:
         return f"{self.job} chunk {self.number}"

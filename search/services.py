@@ -696,7 +696,9 @@ def _plan_next_chunk(job: ReindexJob) -> ReindexChunk | None:
         job.planned_all = True
         ReindexJob.objects.filter(pk=job.pk).update(planned_all=True)
         return None
-    number = job.chunks.count()  # chunks are numbered 0, 1, 2… in the order they are planned
+    # Chunks are numbered 0, 1, 2… in the order they are planned (the last number: one index probe).
+    last = ReindexChunk.objects.filter(job=job).order_by("-number").values_list("number", flat=True).first()
+    number = 0 if last is None else last + 1
     chunk = ReindexChunk.objects.create(job=job, number=number, first_id=ids[0], last_id=ids[-1], size=len(ids))
     job.cursor = ids[-1]
     ReindexJob.objects.filter(pk=job.pk).update(cursor=job.cursor)

@@ -45,4 +45,10 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(lists_to_ranges, migrations.RunPython.noop),
         migrations.RemoveField(model_name="reindexchunk", name="ids"),
+        migrations.AddIndex(
+            model_name="reindexchunk",
+            index=models.Index(
+                condition=models.Q(("done_at__isnull", True)), fields=["job", "number"], name="reindex_chunk_pending"
+            ),
+        ),
     ]
