@@ -644,7 +644,8 @@ def reindex_job_create(*, space: str, missing_only: bool = False, product_ids: l
     user = requested_by if getattr(requested_by, "pk", None) else None
     job = ReindexJob.objects.create(space=space, missing_only=missing_only, product_ids=product_ids,
                                     requested_by=user)  # fmt: skip
-    transaction.on_commit(lambda: tasks.reindex_job_task.delay(job.pk))
+    # With the broker down the job is still recorded, and the sweep queues it later (reindex_jobs_resume_stalled).
+    transaction.on_commit(lambda: _enqueue_safely(tasks.reindex_job_task, job.pk), robust=True)
     return job
 
 
@@ -818,16 +819,23 @@ def reindex_job_run(*, job_id: int) -> ReindexJob:
 
 
 def reindex_jobs_resume_stalled(*, older_than_s: int | None = None) -> list[int]:
-    """Queue again the chunks of running jobs that stopped making progress.
+    """Queue again the jobs that stopped making progress: a running job's chunks, a queued job's start.
 
     A killed worker's chunk comes back by itself after the broker's visibility timeout; this catches
-    messages that were lost outright (a broker that crashed before writing them to disk).
+    messages that were lost outright (a broker that crashed before writing them to disk, or that was down
+    when staff asked for the job). The sweep leaves a space to its active job, so no job may stay stuck.
     """
+    from search import tasks
+
     age = older_than_s if older_than_s is not None else settings.VITRINE_REINDEX_STALL_S
-    stalled = ReindexJob.objects.filter(status=ReindexJob.Status.RUNNING,
-                                        heartbeat_at__lt=timezone.now() - timedelta(seconds=age))  # fmt: skip
+    before = timezone.now() - timedelta(seconds=age)
     resumed = []
-    for job in stalled:
+    for job in ReindexJob.objects.filter(status=ReindexJob.Status.QUEUED, created_at__lt=before):
+        # Starting is idempotent (reindex_job_plan starts a job once), so a duplicate message is harmless.
+        _enqueue_safely(tasks.reindex_job_task, job.pk)
+        resumed.append(job.pk)
+        logger.warning("reindex job #%s was still waiting to start after %s s; queued it again", job.pk, age)
+    for job in ReindexJob.objects.filter(status=ReindexJob.Status.RUNNING, heartbeat_at__lt=before):
         ReindexJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         if reindex_job_queue_chunks(job_id=job.pk):
             resumed.append(job.pk)

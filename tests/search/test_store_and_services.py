@@ -7,6 +7,7 @@ import io
 import json
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -15,6 +16,7 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 from PIL import Image
 
 import search.embedders.sentence  # noqa: F401  (RenamedText subclasses it)
@@ -26,6 +28,7 @@ from search.models import ImageEmbedding, ReindexJob, SpaceState, SpaceVersion
 from search.vectorstores import get_store
 from search.vectorstores.pgvector import index_name
 from tests.factories import CategoryFactory, ProductFactory, add_image
+from tests.search.workers import take_queued
 
 pytestmark = pytest.mark.django_db
 
@@ -371,6 +374,32 @@ def test_a_missing_only_job_counts_what_uploads_did_meanwhile_as_skipped(use_spa
     job = services.reindex_job_run(job_id=job.pk)
     assert (job.status, job.processed, job.skipped) == ("done", 3, 1)
     assert ImageEmbedding.objects.filter(space="pixels", status="ok").count() == 4
+
+
+def test_jobs_whose_messages_were_lost_are_queued_again_by_the_sweep(use_spaces, settings,
+                                                                      django_capture_on_commit_callbacks):  # fmt: skip
+    use_spaces("pixels")
+    settings.VITRINE_REINDEX_CHUNK = 2
+    _images(5)
+    # In a test transaction on_commit never runs: like a broker that was down, these jobs were never queued.
+    waiting = services.reindex_job_create(space="pixels")
+    running = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels", missing_only=True).pk)
+    services.reindex_job_queue_chunks(job_id=running.pk)  # two chunks planned; their messages are "lost"
+    fresh = services.reindex_job_create(space="pixels")
+    long_ago = timezone.now() - timedelta(hours=3)
+    ReindexJob.objects.filter(pk=waiting.pk).update(created_at=long_ago)
+    ReindexJob.objects.filter(pk=running.pk).update(created_at=long_ago, heartbeat_at=long_ago)
+    take_queued()
+    with django_capture_on_commit_callbacks(execute=True):  # the chunks' messages go out after commit
+        resumed = services.reindex_jobs_resume_stalled(older_than_s=3600)
+    assert sorted(resumed) == [waiting.pk, running.pk]
+    chunks = list(running.chunks.order_by("number").values_list("pk", flat=True))
+    assert sorted(take_queued()) == sorted(
+        [("search.tasks.reindex_job_task", [waiting.pk])]
+        + [("search.tasks.reindex_chunk_task", [pk]) for pk in chunks]
+    )  # fmt: skip
+    assert fresh.pk not in services.reindex_jobs_resume_stalled(older_than_s=3600)  # young: just waiting its turn
+    take_queued()
 
 
 def test_text_space_counts_products_and_notices_edited_text():

@@ -22,6 +22,7 @@ from search import selectors, services
 from search.models import ImageEmbedding, ProductEmbedding
 from search.vectorstores import Filters, VectorStore
 from tests.factories import CategoryFactory, ProductFactory, add_image
+from tests.search.workers import take_queued
 
 pytestmark = pytest.mark.django_db
 
@@ -210,27 +211,6 @@ def test_product_changes_reach_the_store(vector_store, django_capture_on_commit_
     assert len(_search(vector_store, query, 50, published_only=False)) == 14
 
 
-def _take_queued(task_name: str) -> list[list[int]]:
-    """Empty the embeddings queue (the real broker); the first argument of each ``task_name`` message in it."""
-    from config.celery import app, ensure_embedded_broker
-
-    ensure_embedded_broker()
-    found = []
-    with app.connection_for_read() as connection:
-        queue = connection.SimpleQueue("embeddings")
-        try:
-            while True:
-                message = queue.get(block=False)
-                message.ack()
-                if message.headers.get("task") == task_name:
-                    found.append(message.decode()[0][0])
-        except queue.Empty:
-            pass
-        finally:
-            queue.close()
-    return found
-
-
 def test_a_large_change_reaches_the_store_through_the_worker_in_chunks(
     vector_store, monkeypatch, django_capture_on_commit_callbacks
 ):
@@ -243,12 +223,12 @@ def test_a_large_change_reaches_the_store_through_the_worker_in_chunks(
     cheap = Filters(price_max=Decimal("100"))
     before = _search(vector_store, query, 5, filters=cheap)
     assert before
-    _take_queued("")
+    take_queued()
     ids = sorted(catalogue.product(i).pk for i in range(5))
     with django_capture_on_commit_callbacks(execute=True):
         Product.objects.filter(pk__in=ids).update(price=Decimal("500"))
         services.products_changed(product_ids=ids)
-    queued = _take_queued("search.tasks.products_sync_task")
+    queued = [args[0] for name, args in take_queued() if name == "search.tasks.products_sync_task"]
     if not vector_store.mirrors_catalog:  # pgvector joins the live rows: nothing to queue, nothing stale
         assert queued == [] and _search(vector_store, query, 5, filters=cheap) == []
         return

@@ -26,6 +26,26 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "t
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def take_queued() -> list[tuple[str, list[Any]]]:
+    """Empty the embeddings queue of the real broker: (task name, arguments) of each message that was in it."""
+    from config.celery import app, ensure_embedded_broker
+
+    ensure_embedded_broker()
+    found = []
+    with app.connection_for_read() as broker:
+        queue = broker.SimpleQueue("embeddings")
+        try:
+            while True:
+                message = queue.get(block=False)
+                message.ack()
+                found.append((message.headers.get("task"), message.decode()[0]))
+        except queue.Empty:
+            pass
+        finally:
+            queue.close()
+    return found
+
+
 class Worker:
     """``celery worker`` in its own process group (so a test can kill it and its pool at once)."""
 
