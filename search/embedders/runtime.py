@@ -338,7 +338,7 @@ def runner_build(spec_factory: Callable[[], ModelSpec], *, name: str, runtime: s
     try:
         if not onnx_available():
             raise ExportFailed("onnxruntime is not installed")
-        path, meta = _exported(spec_factory, name=f"{_safe(name)}-{EXPORT_FORMAT}", device=device)
+        path, meta = _exported(spec_factory, name=f"{safe_name(name)}-{EXPORT_FORMAT}", device=device)
         backend = "onnx"
         if quantize:
             try:
@@ -356,7 +356,7 @@ def runner_build(spec_factory: Callable[[], ModelSpec], *, name: str, runtime: s
     return Runner(backend=backend, run=_onnx_run(session), path=path, details=meta)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:180]
 
 

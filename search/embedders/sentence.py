@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image, ImageOps
 
+from search.embedders import runtime, tokens
 from search.embedders.base import IMAGE, TEXT, Embedder, SpaceUnavailable, fingerprint_files, l2_normalise, torch_device
 from search.embedders.runtime import ModelSpec
 
@@ -72,6 +73,12 @@ def resolve_model(source: str) -> tuple[str, Path | None]:
 class SentenceTransformerEmbedder(Embedder):
     default_model = ""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model: Any = None  # the sentence-transformers model, once st_model() has loaded it
+        self._name = ""
+        self._tokenizer: tokens.SavedTokenizer | None = None
+
     @property
     def source(self) -> str:
         return str(self.options.get("MODEL") or self.default_model)
@@ -97,11 +104,6 @@ class SentenceTransformerEmbedder(Embedder):
             )
 
     def _load(self) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        from search.embedders.torchvision_base import configure_torch_threads
-
-        configure_torch_threads()
         self.device = torch_device(self.device_preference)
         name, local = resolve_model(self.source)
         if local is not None:
@@ -111,16 +113,48 @@ class SentenceTransformerEmbedder(Embedder):
                 f"{self.source} is not in the local Hugging Face cache and the hub ({_hub_endpoint()}) cannot be "
                 "reached; download it once on a connected machine or set the model to a local path"
             )
-        try:
-            self.model = SentenceTransformer(name, device=self.device)
-        except (OSError, ValueError) as exc:
-            raise SpaceUnavailable(f"could not load {self.source}: {str(exc)[:300]}") from None
-        _, local = resolve_model(self.source)
+        self._name, self.model, self._tokenizer = name, None, None
+        if local is None:
+            self.st_model()  # downloads it: the version fingerprints the files it fetched
+            _, local = resolve_model(self.source)
         weights = [p for p in (local.rglob("*") if local else []) if p.suffix in WEIGHT_SUFFIXES and p.is_file()]
         fingerprint = fingerprint_files(weights) if weights else "unknown"
         self.version = f"{self.version_label}-{fingerprint}"
+        if self.runtime == "onnx":
+            # Saved by an earlier process: tokens without sentence-transformers, so without torch, as long as
+            # the ONNX exports are cached too (else exporting loads the model; see st_model).
+            self._tokenizer = tokens.load(runtime.cache_dir(), self._tokens_name())
+        if self._tokenizer is None:
+            self.st_model()
         self._build_runners()
         self.dimension = self._probe_dimension()
+
+    def _tokens_name(self) -> str:
+        return runtime.safe_name(f"{self.key}-{self.version}")
+
+    def st_model(self) -> Any:
+        """The sentence-transformers model, loaded on first use (imports torch): to run eagerly, to export,
+        to fall back, and to tokenise until a torch-free tokenizer has been saved."""
+        if self.model is not None:
+            return self.model
+        from sentence_transformers import SentenceTransformer
+
+        from search.embedders.torchvision_base import configure_torch_threads
+
+        configure_torch_threads()
+        try:
+            self.model = SentenceTransformer(self._name, device=self.device)
+        except (OSError, ValueError) as exc:
+            raise SpaceUnavailable(f"could not load {self.source}: {str(exc)[:300]}") from None
+        if self.runtime == "onnx" and self._tokenizer is None and self.version:
+            first: Any = self.model[0]
+            tokens.save(first.tokenizer, self._st_tokenize, folder=runtime.cache_dir(), name=self._tokens_name(),
+                        extra=self._preprocessing_facts())  # fmt: skip
+        return self.model
+
+    def _preprocessing_facts(self) -> dict[str, Any]:
+        """What besides tokens a process without the model needs (CLIP: its image sizes and normalisation)."""
+        return {}
 
     def _build_runners(self) -> None:
         self._runner(self.text_spec, part="text")
@@ -128,17 +162,22 @@ class SentenceTransformerEmbedder(Embedder):
     def _probe_dimension(self) -> int:
         return int(self.embed_texts(["dimension probe"], _loading=True).shape[1])
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """The model's own (fast) tokenizer and truncation, as numpy arrays: ``input_ids``, ``attention_mask``…"""
-        first: Any = self.model[0]
+    def _st_tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        first: Any = self.st_model()[0]
         features = first.preprocess(list(texts))
         return {name: value.numpy() for name, value in features.items() if hasattr(value, "numpy")}
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model's own (fast) tokenizer and truncation, as numpy arrays: ``input_ids``, ``attention_mask``…"""
+        if self._tokenizer is not None:
+            return self._tokenizer(texts)
+        return self._st_tokenize(texts)
 
     def _pipeline(self, modality: str, names: list[str]) -> Any:
         """The whole sentence-transformers pipeline (transformer, pooling, dense…) as one module of tensors."""
         from search.embedders.torchvision_base import torch_module
 
-        model: Any = self.model
+        model: Any = self.st_model()
 
         def forward(*inputs: Any) -> Any:
             return model({**dict(zip(names, inputs, strict=True)), "modality": modality})["sentence_embedding"]
@@ -177,12 +216,22 @@ class ClipEmbedder(SentenceTransformerEmbedder):
         self.image_config = ClipImageConfig()
 
     def _build_runners(self) -> None:
-        processor = getattr(self.model[0], "processor", None)
-        self.image_config = ClipImageConfig.from_processor(getattr(processor, "image_processor", None))
+        saved = self._tokenizer.extra.get("image") if self._tokenizer is not None else None
+        if saved:
+            self.image_config = ClipImageConfig(**saved)
+        else:
+            processor = getattr(self.st_model()[0], "processor", None)
+            self.image_config = ClipImageConfig.from_processor(getattr(processor, "image_processor", None))
         super()._build_runners()
         # Only the image tower is ever quantized: it is what reindexing spends its time on, and it is what
         # `manage.py quantize` measures (stored clip vectors are image vectors; queries stay fp32).
         self._adopt_int8(self._runner(self.image_spec, part="image", quantize=self._wants_int8()))
+
+    def _preprocessing_facts(self) -> dict[str, Any]:
+        processor = getattr(self.st_model()[0], "processor", None)
+        config = ClipImageConfig.from_processor(getattr(processor, "image_processor", None))
+        return {"image": {"size": config.size, "crop": config.crop, "mean": [float(x) for x in config.mean],
+                          "std": [float(x) for x in config.std]}}  # fmt: skip
 
     def image_spec(self) -> ModelSpec:
         from search.embedders.torchvision_base import random_pixels

@@ -17,7 +17,7 @@ from PIL import Image
 
 from catalog import services as catalog_services
 from search import embedders, services
-from search.embedders import runtime
+from search.embedders import runtime, tokens
 from search.embedders.base import GPU_DRIVER_FILES
 from search.embedders.sentence import ClipEmbedder, clip_pixels
 from search.models import ImageEmbedding, SpaceVersion
@@ -86,7 +86,7 @@ def test_clip_preprocessing_matches_the_hugging_face_processor(use_spaces, tiny_
     use_spaces("clip", clip={"MODEL": str(tiny_clip)})
     clip = embedders.load("clip")
     assert isinstance(clip, ClipEmbedder)
-    processor = clip.model[0].processor.image_processor
+    processor = clip.st_model()[0].processor.image_processor
     config = clip.image_config
     assert (config.size, config.crop) == (32, 32)
     images = [*demo_images(4), Image.new("RGB", (90, 40), (10, 200, 30))]
@@ -236,26 +236,53 @@ import django
 django.setup()
 from PIL import Image
 from search import embedders
-embedder = embedders.load("cnn")
-vector = embedder.embed_images([Image.open(sys.argv[1]).convert("RGB")])[0]
-print(json.dumps({"torch": "torch" in sys.modules, "backend": embedder.runners["image"].backend,
-                  "version": embedder.version, "dimension": embedder.dimension, "vector": vector.tolist()}))
+embedder = embedders.load(sys.argv[1])
+if sys.argv[2].endswith(".png"):
+    vectors = embedder.embed_images([Image.open(sys.argv[2]).convert("RGB")])
+else:
+    vectors = embedder.embed_texts(json.loads(sys.argv[2]))
+print(json.dumps({"torch": "torch" in sys.modules, "backends": sorted(r.backend for r in embedder.runners.values()),
+                  "version": embedder.version, "dimension": embedder.dimension, "vectors": vectors.tolist()}))
 """
 
 
 @pytest.mark.skipif(any(os.path.exists(path) for path in GPU_DRIVER_FILES),
                     reason="with a GPU driver present, choosing the device asks torch")  # fmt: skip
-def test_a_cached_export_serves_without_importing_torch(use_spaces, settings):
-    use_spaces("cnn")
-    here = embedders.load("cnn")  # exports the model when the cache does not have it yet
-    assert here.runners["image"].backend == "onnx", here.runtime_label
+@pytest.mark.parametrize("key", ["cnn", "text", "clip"])
+def test_a_cached_export_serves_without_importing_torch(use_spaces, settings, key, tiny_clip):
+    """The first process exports the model (and, for text models, saves the tokenizer); the next needs no torch."""
+    options = {"clip": {"MODEL": str(tiny_clip), "QUANTIZE": "never"}}.get(key, {})
+    use_spaces(key, **({key: options} if options else {}))
+    here = embedders.load(key)
+    assert {runner.backend for runner in here.runners.values()} == {"onnx"}, here.runtime_label
     photo = sorted(DEMO.glob("*/*"))[0]
-    env = {**os.environ, "VITRINE_HOME": str(settings.VITRINE_HOME), "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    result = subprocess.run([sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(photo)], cwd=ROOT, env=env,
+    env = {**os.environ, "VITRINE_HOME": str(settings.VITRINE_HOME), "DJANGO_SETTINGS_MODULE": "config.settings.test",
+           "VITRINE_CLIP_MODEL": str(tiny_clip), "VITRINE_QUANTIZE": "never"}  # fmt: skip
+    data = str(photo) if key == "cnn" else json.dumps(TEXTS)
+    result = subprocess.run([sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, key, data], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     facts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (facts["torch"], facts["backend"], facts["version"], facts["dimension"]) == (
-        False, "onnx", here.version, here.dimension)  # fmt: skip
-    expected = here.embed_images([Image.open(photo).convert("RGB")])[0]
-    assert float(np.asarray(facts["vector"]) @ expected) > 0.9999
+    parts = len(here.runners)
+    assert (facts["torch"], facts["backends"], facts["version"], facts["dimension"]) == (
+        False, ["onnx"] * parts, here.version, here.dimension)  # fmt: skip
+    expected = here.embed_images([Image.open(photo).convert("RGB")]) if key == "cnn" else here.embed_texts(TEXTS)
+    assert cosines(np.asarray(facts["vectors"]), expected).min() > 0.9999
+
+
+def test_a_saved_tokenizer_reproduces_the_models_tokens_or_is_not_kept(use_spaces, tmp_path):
+    text = embedders.load("text")  # eager or not, st_model() is the sentence-transformers model
+    model = text.st_model()
+    saved = tokens.save(model[0].tokenizer, text._st_tokenize, folder=tmp_path, name="minilm")
+    assert saved is not None and saved.names == ["input_ids", "attention_mask", "token_type_ids"]
+    odd = [*TEXTS, "word " * 400, "🙂🙃 ÆØÅ ﬁ ＦＵＬＬ", "\u200b zero\u200bwidth"]
+    for batch in (odd, odd[:1], odd[-2:]):
+        ours, theirs = tokens.load(tmp_path, "minilm")(batch), text._st_tokenize(batch)  # type: ignore[misc]
+        assert all(np.array_equal(ours[k], theirs[k]) for k in saved.names)
+
+    def truncating_elsewhere(batch: list[str]) -> dict[str, np.ndarray]:
+        return {k: v[:, :50] for k, v in text._st_tokenize(batch).items()}  # a model that cuts at 50 tokens…
+
+    # …but whose short texts pad to another width than the saved tokenizer would give: refused, nothing written.
+    assert tokens.save(model[0].tokenizer, truncating_elsewhere, folder=tmp_path / "other", name="x") is None
+    assert not (tmp_path / "other").exists()
