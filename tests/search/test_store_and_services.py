@@ -535,3 +535,15 @@ def test_bulk_runs_batches_side_by_side_and_keeps_each_vector_with_its_image(use
         others = [float(stored[other.pk] @ alone) for other in images if other.pk != image.pk]
         assert max(others) < 0.5  # so a vector stored under the wrong image could not pass
     embedders._instances.pop("pixels", None)
+
+
+def test_benchmark_compares_raw_forward_and_reindex_side_by_side(use_spaces, settings):
+    use_spaces("pixels")
+    settings.VITRINE_INFERENCE_THREADS, settings.VITRINE_INFERENCE_STREAMS = 2, 2
+    _images(6)
+    out, err = StringIO(), StringIO()
+    call_command("benchmark", "--space", "pixels", "--repeat", "2", "--batch-size", "2", stdout=out, stderr=err)
+    assert err.getvalue().count("streams busy") == 2
+    summary = next(line for line in out.getvalue().splitlines() if line.startswith("pixels: raw forward"))
+    assert "of 2 stream(s) during the reindex" in summary
+    assert ImageEmbedding.objects.filter(space="pixels", status="ok").count() == 6  # the reindex really ran
