@@ -70,6 +70,8 @@ class Command(BaseCommand):
             help="similar: API + product pages; shop: browsing, similar, text and photo search.",
         )
         parser.add_argument("--during-reindex", metavar="SPACE", help="Run `reindex --sync` of SPACE meanwhile.")
+        parser.add_argument("--reindex-threads", type=int, default=0,
+                            help="Threads of that reindex (0: every core, as a worker has them).")  # fmt: skip
         parser.add_argument("--json", dest="json_path", type=Path, help="Also write the figures here.")
         runtimes = parser.add_argument_group("inference runtimes (--runtimes)")
         runtimes.add_argument("--runtimes", action="store_true", help="Compare torch / ONNX / int8 side by side.")
@@ -129,6 +131,7 @@ class Command(BaseCommand):
                 out_dir=out,
                 scenario=scenario,
                 during_reindex=during_reindex,
+                reindex_threads=options.get("reindex_threads") or 0,
             )
             for name, row in figures["load"].items():
                 if isinstance(row, dict):
