@@ -145,6 +145,8 @@ class ReindexJob(models.Model):
     upper_id = models.BigIntegerField(null=True, blank=True)
     cursor = models.BigIntegerField(null=True, blank=True)
     planned_all = models.BooleanField(default=False)
+    # ``total`` is the planner's estimate (a job too big to count at its start); exact once the job is done.
+    total_estimated = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -155,12 +157,15 @@ class ReindexJob(models.Model):
     @property
     def progress(self) -> str:
         # skipped: counted at the start, then deleted or (missing only) embedded by uploads meanwhile
-        return f"{self.processed}/{self.total}" + (f" ({self.skipped} gone or done meanwhile)" if self.skipped else "")
+        total = f"~{self.total}" if self.total_estimated else str(self.total)
+        return f"{self.processed}/{total}" + (f" ({self.skipped} gone or done meanwhile)" if self.skipped else "")
 
     @property
     def percent(self) -> int:
         done = self.processed + self.skipped
-        return int(100 * done / self.total) if self.total else (100 if self.status == "done" else 0)
+        if self.status == "done":
+            return 100
+        return min(99, int(100 * done / self.total)) if self.total else 0
 
 
 class ReindexChunk(models.Model):

@@ -9,6 +9,7 @@ commands.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -668,7 +669,7 @@ def reindex_job_plan(*, job_id: int) -> ReindexJob:
         space_load(job.space)  # fail early, with the reason, when the model cannot be had
         selection = _job_selection(job)
         upper = selection.order_by("-pk").first()
-        total = selection.filter(pk__lte=upper).count() if upper is not None else 0
+        total, estimated = _job_size(selection.filter(pk__lte=upper)) if upper is not None else (0, False)
     except SpaceUnavailable as exc:
         _job_fail(job, exc.reason)
         job.refresh_from_db()
@@ -676,11 +677,23 @@ def reindex_job_plan(*, job_id: int) -> ReindexJob:
     now = timezone.now()
     ReindexJob.objects.filter(pk=job.pk, status=ReindexJob.Status.QUEUED).update(
         status=ReindexJob.Status.RUNNING, started_at=now, heartbeat_at=now, total=total, processed=0,
-        upper_id=upper, cursor=None, planned_all=upper is None,
+        upper_id=upper, cursor=None, planned_all=upper is None, total_estimated=estimated,
     )  # fmt: skip
     _job_finish_if_complete(job.pk)  # a job with nothing to do is done at once
     job.refresh_from_db()
     return job
+
+
+def _job_size(selection: QuerySet[Any]) -> tuple[int, bool]:
+    """(how many ids, whether that is an estimate). Counted exactly up to ``VITRINE_REINDEX_COUNT_MAX``;
+    beyond, Postgres' planner estimates it: counting hundreds of millions of rows (an anti-join, for a
+    missing-only job) could outlast the start task's time limit, and the job would never start."""
+    limit = max(1, settings.VITRINE_REINDEX_COUNT_MAX)
+    counted = selection[: limit + 1].count()
+    if counted <= limit:
+        return counted, False
+    plan = json.loads(selection.explain(format="json"))
+    return max(counted, int(plan[0]["Plan"]["Plan Rows"])), True
 
 
 def _plan_next_chunk(job: ReindexJob) -> ReindexChunk | None:
@@ -750,10 +763,13 @@ def _job_finish_if_complete(job_id: int) -> None:
     job = ReindexJob.objects.get(pk=job_id)
     if not job.planned_all or ReindexChunk.objects.filter(job_id=job_id, done_at__isnull=True).exists():
         return
-    # Counted at the start but not planned: deleted since, or (missing only) embedded meanwhile by uploads.
-    updated = ReindexJob.objects.filter(pk=job_id, status=ReindexJob.Status.RUNNING).update(
-        status=ReindexJob.Status.DONE, finished_at=timezone.now(), skipped=Greatest(F("total") - F("processed"), 0)
-    )
+    done = ReindexJob.objects.filter(pk=job_id, status=ReindexJob.Status.RUNNING)
+    if job.total_estimated:  # now it is known
+        updated = done.update(status=ReindexJob.Status.DONE, finished_at=timezone.now(), total=F("processed"),
+                              total_estimated=False)  # fmt: skip
+    else:  # counted at the start but not planned: deleted since, or (missing only) embedded meanwhile by uploads
+        updated = done.update(status=ReindexJob.Status.DONE, finished_at=timezone.now(),
+                              skipped=Greatest(F("total") - F("processed"), 0))  # fmt: skip
     if updated:
         version_activate_if_complete(space=job.space)
 

@@ -271,6 +271,8 @@ VITRINE_REINDEX_BATCH = env_int("VITRINE_REINDEX_BATCH", 32)
 # during a long reindex wait for one chunk, not for the whole job.
 VITRINE_REINDEX_CHUNK = env_int("VITRINE_REINDEX_CHUNK", 256)
 VITRINE_REINDEX_WINDOW = env_int("VITRINE_REINDEX_WINDOW", 2)
+# A job counts what it covers exactly up to this many ids; a bigger one starts with the planner's estimate.
+VITRINE_REINDEX_COUNT_MAX = env_int("VITRINE_REINDEX_COUNT_MAX", 5_000_000)
 # A running job with no finished chunk for this long has lost its messages; the sweep requeues them.
 VITRINE_REINDEX_STALL_S = env_int("VITRINE_REINDEX_STALL_S", 2 * VITRINE_TASK_VISIBILITY_TIMEOUT_S)
 

@@ -34,6 +34,7 @@ class Migration(migrations.Migration):
             model_name="reindexjob", name="cursor", field=models.BigIntegerField(blank=True, null=True)
         ),
         migrations.AddField(model_name="reindexjob", name="planned_all", field=models.BooleanField(default=False)),
+        migrations.AddField(model_name="reindexjob", name="total_estimated", field=models.BooleanField(default=False)),
         migrations.AddField(
             model_name="reindexchunk", name="first_id", field=models.BigIntegerField(default=0), preserve_default=False
         ),

@@ -364,6 +364,18 @@ def test_a_job_plans_id_ranges_a_window_ahead_and_covers_what_existed_when_it_st
     assert embedded == set(ids) and late.pk not in embedded
 
 
+def test_a_job_too_big_to_count_starts_with_an_estimate_and_ends_exact(use_spaces, settings):
+    use_spaces("pixels")
+    settings.VITRINE_REINDEX_COUNT_MAX, settings.VITRINE_REINDEX_CHUNK = 3, 2
+    _images(5)
+    job = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels").pk)
+    assert job.status == "running" and job.total_estimated and job.total >= 4  # at least what was counted
+    assert job.progress.startswith("0/~")
+    job = services.reindex_job_run(job_id=job.pk)
+    assert (job.status, job.processed, job.total, job.total_estimated, job.skipped) == ("done", 5, 5, False, 0)
+    assert (job.progress, job.percent) == ("5/5", 100)
+
+
 def test_a_missing_only_job_counts_what_uploads_did_meanwhile_as_skipped(use_spaces, settings):
     use_spaces("pixels")
     settings.VITRINE_REINDEX_CHUNK = 2
