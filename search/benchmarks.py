@@ -16,9 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -424,15 +423,8 @@ def runtime_throughput(*, space: str, backends: list[str], rows: list[ProductIma
                 rates[name]["excluded"].append(len(prepared) / (time.perf_counter() - started))
                 started = time.perf_counter()
                 done = 0
-                pending: deque[Future[Any]] = deque()
-                for batch in services.image_batches(embedder, rows, size, workers, ahead=embedder.streams + 1):
-                    good = [item for _, item in batch if not isinstance(item, Exception)]
-                    pending.append(pool.submit(embedder.encode_batch, good))
-                    done += len(good)
-                    if len(pending) > embedder.streams:
-                        pending.popleft().result()
-                for future in pending:
-                    future.result()
+                for _, encoded in services.encoded_batches(embedder, rows, size, workers):
+                    done += len(encoded.result()) if encoded is not None else 0
                 rates[name]["included"].append(done / (time.perf_counter() - started))
     torch_rate = float(np.median(rates["torch"]["excluded"])) if "torch" in rates else None
     for name, embedder in live.items():

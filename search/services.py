@@ -491,6 +491,27 @@ def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size
     thread.join()
 
 
+def encoded_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
+                    workers: int) -> Iterator[tuple[list[tuple[int, Any]], Future[np.ndarray] | None]]:  # fmt: skip
+    """Each decoded batch with the forward pass of its readable images, oldest first.
+
+    The model runs the newest batches in its own threads, ``embedder.streams`` at once (ONNX Runtime and
+    torch release the GIL), while the caller handles the oldest finished one: in a reindex the database's
+    share of the work (the HNSW insertions) overlaps the forward passes, and the database stays on the
+    caller's thread. The future is None for a batch with nothing readable.
+    """
+    streams = max(1, embedder.streams)
+    pending: deque[tuple[list[tuple[int, Any]], Future[np.ndarray] | None]] = deque()
+    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix=f"encode-{embedder.key}") as model:
+        for batch in image_batches(embedder, images, batch_size, workers, ahead=streams + 1):
+            good = [item for _, item in batch if not isinstance(item, ImageUnreadable)]
+            pending.append((batch, model.submit(embedder.encode_batch, good) if good else None))
+            if len(pending) > streams:
+                yield pending.popleft()
+        while pending:
+            yield pending.popleft()
+
+
 def images_embed_bulk(
     *, space: str, image_ids: Iterable[int] | None = None, missing_only: bool = False, batch_size: int | None = None,
     progress: Callable[[int], None] | None = None, decode_workers: int | None = None,
@@ -520,33 +541,21 @@ def images_embed_bulk(
     size = batch_size or embedder.batch_size
     workers = decode_workers or settings.VITRINE_DECODE_THREADS
 
-    def store(ids: list[int], encoded: Future[np.ndarray] | None, covered: int) -> None:
+    for batch, encoded in encoded_batches(embedder, rows, size, workers):
+        good = []
+        for pk, item in batch:
+            if isinstance(item, ImageUnreadable):
+                _record_failure(image_id=pk, space=space, version=version, reason=str(item))
+                result.failed += 1
+                result.failures.append((pk, str(item)))
+            else:
+                good.append(pk)
         if encoded is not None:
             vectors = validate_vectors(encoded.result(), dimension=embedder.dimension)
-            get_store().upsert_images(space=space, version=version, items=list(zip(ids, vectors, strict=True)))
-            result.processed += len(ids)
+            get_store().upsert_images(space=space, version=version, items=list(zip(good, vectors, strict=True)))
+            result.processed += len(good)
         if progress:
-            progress(covered)
-
-    # The model runs the newest batches in its own threads, ``embedder.streams`` at once (ONNX Runtime and
-    # torch release the GIL), while this thread writes the oldest finished one: the database's share of the
-    # work (the HNSW insertions) overlaps the forward passes. Database access stays on this thread.
-    streams = max(1, embedder.streams)
-    pending: deque[tuple[list[int], Future[np.ndarray] | None, int]] = deque()
-    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix=f"encode-{space}") as model:
-        for batch in image_batches(embedder, rows, size, workers, ahead=streams + 1):
-            good = [(pk, item) for pk, item in batch if not isinstance(item, ImageUnreadable)]
-            for pk, item in batch:
-                if isinstance(item, ImageUnreadable):
-                    _record_failure(image_id=pk, space=space, version=version, reason=str(item))
-                    result.failed += 1
-                    result.failures.append((pk, str(item)))
-            encoded = model.submit(embedder.encode_batch, [item for _, item in good]) if good else None
-            pending.append(([pk for pk, _ in good], encoded, len(batch)))
-            if len(pending) > streams:
-                store(*pending.popleft())
-        while pending:
-            store(*pending.popleft())
+            progress(len(batch))
     if activate:
         version_activate_if_complete(space=space)
     return result
@@ -859,11 +868,10 @@ def reindex_jobs_resume_stalled(*, older_than_s: int | None = None) -> list[int]
     return resumed
 
 
-def _full_job_active(space: str) -> ReindexJob | None:
+def _full_job_active(space: str) -> bool:
     """A queued or running reindex job over the whole space: it covers whatever the sweep would queue."""
-    active = ReindexJob.objects.filter(space=space, product_ids__isnull=True,
-                                       status__in=[ReindexJob.Status.QUEUED, ReindexJob.Status.RUNNING])  # fmt: skip
-    return active.order_by("pk").first()
+    active = [ReindexJob.Status.QUEUED, ReindexJob.Status.RUNNING]
+    return ReindexJob.objects.filter(space=space, product_ids__isnull=True, status__in=active).exists()
 
 
 def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, int]:
@@ -884,7 +892,7 @@ def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, 
     limit = max(1, settings.VITRINE_SWEEP_MAX)
     queued: dict[str, int] = {}
     for space in spaces or embedders.enabled():
-        if _full_job_active(space) is not None:
+        if _full_job_active(space):
             queued[space] = 0
             continue
         version = current_version(space)

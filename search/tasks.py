@@ -87,7 +87,7 @@ def product_embed_task(self: Task, product_id: int, space: str) -> str:
 
 @shared_task(**COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
 def reindex_job_task(self: Task, job_id: int) -> str:
-    """Plan a job into chunks and queue the first few; each chunk queues the next when it finishes."""
+    """Start a job and queue its first chunks; each chunk plans and queues the next when it finishes."""
     try:
         job = services.reindex_job_plan(job_id=job_id)
     except TRANSIENT as exc:

@@ -266,7 +266,6 @@ VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 # Text queries: vector hits below this cosine similarity are dropped as noise (per space).
 VITRINE_MIN_QUERY_SIMILARITY = {"text": 0.3, "clip": 0.0}
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
-VITRINE_REINDEX_BATCH = env_int("VITRINE_REINDEX_BATCH", 32)
 # Reindex jobs run as chunks of this many ids, a couple in the queue at a time, so uploads queued
 # during a long reindex wait for one chunk, not for the whole job.
 VITRINE_REINDEX_CHUNK = env_int("VITRINE_REINDEX_CHUNK", 256)
@@ -276,11 +275,11 @@ VITRINE_REINDEX_COUNT_MAX = env_int("VITRINE_REINDEX_COUNT_MAX", 5_000_000)
 # A running job with no finished chunk for this long has lost its messages; the sweep requeues them.
 VITRINE_REINDEX_STALL_S = env_int("VITRINE_REINDEX_STALL_S", 2 * VITRINE_TASK_VISIBILITY_TIMEOUT_S)
 
-# --- cores: Celery processes × intra-op threads = cores, never more (see README, "Throughput") ------------
+# --- cores: Celery processes × inference threads = cores, never more (see README, "Throughput") ---------
 # A worker runs CELERY_WORKER_CONCURRENCY processes; config.celery gives each cores // processes torch and
-# ONNX Runtime threads (VITRINE_TORCH_THREADS). Up to 4 threads per process scale well; past that, more
-# processes. Any other process (manage.py reindex --sync, benchmark) uses VITRINE_INFERENCE_THREADS,
-# 0 = every core it may run on.
+# ONNX Runtime threads (VITRINE_TORCH_THREADS), shared among its streams (VITRINE_INFERENCE_STREAMS). Any
+# other process (manage.py reindex --sync, benchmark) uses VITRINE_INFERENCE_THREADS, 0 = every core it may
+# run on.
 VITRINE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", max(1, VITRINE_CPUS // 4))
 VITRINE_INFERENCE_THREADS = env_int("VITRINE_INFERENCE_THREADS", 0)

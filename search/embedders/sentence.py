@@ -76,7 +76,6 @@ class SentenceTransformerEmbedder(Embedder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.model: Any = None  # the sentence-transformers model, once st_model() has loaded it
-        self._name = ""
         self._tokenizer: tokens.SavedTokenizer | None = None
 
     @property
@@ -105,15 +104,13 @@ class SentenceTransformerEmbedder(Embedder):
 
     def _load(self) -> None:
         self.device = torch_device(self.device_preference)
-        name, local = resolve_model(self.source)
-        if local is not None:
-            name = str(local)  # load the cached snapshot by path: no hub round-trips at all
-        elif not _hub_reachable():
+        _, local = resolve_model(self.source)  # a cached snapshot loads by path: no hub round-trips at all
+        if local is None and not _hub_reachable():
             raise SpaceUnavailable(
                 f"{self.source} is not in the local Hugging Face cache and the hub ({_hub_endpoint()}) cannot be "
                 "reached; download it once on a connected machine or set the model to a local path"
             )
-        self._name, self.model, self._tokenizer = name, None, None
+        self.model, self._tokenizer = None, None
         if local is None:
             self.st_model()  # downloads it: the version fingerprints the files it fetched
             _, local = resolve_model(self.source)
@@ -137,15 +134,10 @@ class SentenceTransformerEmbedder(Embedder):
         to fall back, and to tokenise until a torch-free tokenizer has been saved."""
         if self.model is not None:
             return self.model
-        from sentence_transformers import SentenceTransformer
-
         from search.embedders.torchvision_base import configure_torch_threads
 
         configure_torch_threads()
-        try:
-            self.model = SentenceTransformer(self._name, device=self.device)
-        except (OSError, ValueError) as exc:
-            raise SpaceUnavailable(f"could not load {self.source}: {str(exc)[:300]}") from None
+        self.model = _load_sentence_transformer(self.source, self.device)
         if self.runtime == "onnx" and self._tokenizer is None and self.version:
             first: Any = self.model[0]
             tokens.save(first.tokenizer, self._st_tokenize, folder=runtime.cache_dir(), name=self._tokens_name(),
