@@ -12,7 +12,6 @@ from django.utils.html import format_html
 from catalog import services
 from catalog.forms import ProductImageInlineForm
 from catalog.models import Category, Product, ProductImage
-from search import services as search_services
 
 
 def _preview(image: ProductImage | None, size: int = 64) -> str:
@@ -39,22 +38,15 @@ class CategoryAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Category, form: ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        if change and {"name", "slug", "parent"} & set(form.changed_data):
-            search_services.category_changed(category_path=obj.path)
+        if change:
+            services.category_saved(category=obj, changed_fields=form.changed_data)
 
     def delete_model(self, request: HttpRequest, obj: Category) -> None:
-        self.delete_queryset(request, Category.objects.filter(pk=obj.pk))
+        services.categories_delete(category_ids=[obj.pk])
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Category]) -> None:
-        # Their products lose the category (SET NULL): the vector store's copy must follow.
-        paths = list(queryset.values_list("path", flat=True))
-        affected = Product.objects.none()
-        for path in paths:
-            affected |= Product.objects.filter(category__path=path) | Product.objects.filter(
-                category__path__startswith=path + "/")  # fmt: skip
-        ids = list(affected.values_list("pk", flat=True))
-        super().delete_queryset(request, queryset)
-        search_services.products_changed(product_ids=ids)
+        # Their products lose the category (SET NULL): whoever mirrors products must hear of it.
+        services.categories_delete(category_ids=list(queryset.values_list("pk", flat=True)))
 
     @admin.display(description="name", ordering="path")
     def indented_name(self, obj: Category) -> str:
@@ -108,7 +100,7 @@ class ProductAdmin(admin.ModelAdmin):
     autocomplete_fields = ["category"]
     readonly_fields = ["created_at", "updated_at", "view_on_site_link"]
     inlines = [ProductImageInline]
-    actions = ["make_active", "make_inactive", "mark_out_of_stock", "reindex", "delete_with_images"]
+    actions = ["make_active", "make_inactive", "mark_out_of_stock", "delete_with_images"]  # search adds "reindex"
     fieldsets = [
         (None, {"fields": ["title", "slug", "sku", "category", "description"]}),
         ("Price and stock", {"fields": [("price", "currency"), "stock", "is_active"]}),
@@ -134,23 +126,17 @@ class ProductAdmin(admin.ModelAdmin):
 
     @admin.action(description="Publish selected products", permissions=["change"])
     def make_active(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        n = queryset.update(is_active=True)
-        search_services.products_changed(product_ids=ids)  # filter fields changed: the vector store's copy too
+        n = services.products_update(product_ids=list(queryset.values_list("pk", flat=True)), is_active=True)
         self.message_user(request, f"{n} product(s) published.", messages.SUCCESS)
 
     @admin.action(description="Hide selected products from the shop", permissions=["change"])
     def make_inactive(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        n = queryset.update(is_active=False)
-        search_services.products_changed(product_ids=ids)  # filter fields changed: the vector store's copy too
+        n = services.products_update(product_ids=list(queryset.values_list("pk", flat=True)), is_active=False)
         self.message_user(request, f"{n} product(s) hidden.", messages.SUCCESS)
 
     @admin.action(description="Mark selected products out of stock", permissions=["change"])
     def mark_out_of_stock(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        n = queryset.update(stock=0)
-        search_services.products_changed(product_ids=ids)  # filter fields changed: the vector store's copy too
+        n = services.products_update(product_ids=list(queryset.values_list("pk", flat=True)), stock=0)
         self.message_user(request, f"{n} product(s) marked out of stock.", messages.SUCCESS)
 
     @admin.action(description="Delete selected products and their images", permissions=["delete"])
@@ -165,17 +151,7 @@ class ProductAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Product, form: ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        if change:
-            search_services.products_changed(product_ids=[obj.pk])
-        if not change or {"title", "description"} & set(form.changed_data):
-            search_services.product_index_later(product_id=obj.pk)
-
-    @admin.action(description="Reindex selected products in every embedding space", permissions=["change"])
-    def reindex(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
-        jobs = search_services.products_reindex(product_ids=list(queryset.values_list("pk", flat=True)),
-                                                requested_by=request.user)  # fmt: skip
-        self.message_user(request, f"Queued {len(jobs)} reindex job(s) for {queryset.count()} product(s); "
-                          "see Visual search › Reindex jobs for progress.", messages.SUCCESS)  # fmt: skip
+        services.product_saved(product=obj, created=not change, changed_fields=form.changed_data)
 
     def save_formset(self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool) -> None:
         if formset.model is not ProductImage:

@@ -15,13 +15,12 @@ from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils.text import slugify
 
-from catalog import imaging
+from catalog import imaging, signals
 from catalog.imaging import ImageRejected
 from catalog.models import Category, Product, ProductImage
-from search import services as search_services
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +28,19 @@ __all__ = [
     "DuplicateImage",
     "FileOutcome",
     "ImageRejected",
+    "categories_delete",
     "category_from_path",
     "category_get_or_create",
+    "category_saved",
     "product_add_uploads",
     "product_create",
     "product_delete",
     "product_image_add",
     "product_image_delete",
     "product_image_set_primary",
+    "product_saved",
     "products_create_from_uploads",
+    "products_update",
     "title_from_filename",
 ]
 
@@ -142,8 +145,44 @@ def product_create(
     )
     product.full_clean(exclude=["slug"])
     product.save()
-    search_services.product_index_later(product_id=product.pk)
+    signals.product_text_changed.send(sender=Product, product_ids=[product.pk])
     return product
+
+
+def product_saved(*, product: Product, created: bool, changed_fields: Iterable[str] = ()) -> None:
+    """Announce a product saved elsewhere (the admin's form): its text and its listing fields."""
+    changed = set(changed_fields)
+    if not created:
+        signals.products_changed.send(sender=Product, product_ids=[product.pk])
+    if created or {"title", "description"} & changed:
+        signals.product_text_changed.send(sender=Product, product_ids=[product.pk])
+
+
+def products_update(*, product_ids: Sequence[int], **fields: Any) -> int:
+    """Set listing fields (``is_active``, ``stock``…) on many products at once; returns how many changed."""
+    ids = list(product_ids)
+    with transaction.atomic():
+        n = Product.objects.filter(pk__in=ids).update(**fields)
+        signals.products_changed.send(sender=Product, product_ids=ids)
+    return n
+
+
+def category_saved(*, category: Category, changed_fields: Iterable[str]) -> None:
+    """Announce a category renamed or moved (its products' category path changed)."""
+    if {"name", "slug", "parent"} & set(changed_fields):
+        signals.category_changed.send(sender=Category, category_path=category.path)
+
+
+def categories_delete(*, category_ids: Sequence[int]) -> None:
+    """Delete categories; their products lose the category (SET NULL), and say so."""
+    categories = Category.objects.filter(pk__in=list(category_ids))
+    affected = Product.objects.none()
+    for path in categories.values_list("path", flat=True):
+        affected |= Product.objects.filter(Q(category__path=path) | Q(category__path__startswith=path + "/"))
+    with transaction.atomic():
+        ids = list(affected.values_list("pk", flat=True))
+        categories.delete()
+        signals.products_changed.send(sender=Product, product_ids=ids)
 
 
 # --- images ----------------------------------------------------------------------------
@@ -234,7 +273,7 @@ def product_image_add(
         for name in stored:
             default_storage.delete(name)
         raise
-    search_services.image_index_later(image_id=image.pk)
+    signals.image_added.send(sender=ProductImage, image_id=image.pk, product_id=product.pk)
     return image
 
 
@@ -263,7 +302,7 @@ def product_image_delete(*, image: ProductImage) -> None:
     names = _file_names([image])
     with transaction.atomic():
         image.delete()
-        search_services.products_changed(product_ids=[product_id])
+        signals.products_changed.send(sender=Product, product_ids=[product_id])
         if was_primary:
             successor = ProductImage.objects.filter(product_id=product_id).order_by("position", "id").first()
             if successor:
@@ -278,7 +317,7 @@ def product_delete(*, product: Product) -> None:
     product_id = product.pk
     with transaction.atomic():
         product.delete()
-        search_services.products_changed(product_ids=[product_id])
+        signals.products_changed.send(sender=Product, product_ids=[product_id])
         transaction.on_commit(lambda: _delete_files(names))
 
 

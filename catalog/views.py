@@ -8,7 +8,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from catalog import selectors, services
+from catalog import hooks, selectors, services
 from catalog.forms import StaffUploadForm
 from catalog.models import Product
 
@@ -61,8 +61,9 @@ def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "catalog/product_detail.html",
-        {"product": product, "images": images, "primary": primary, "ancestors": ancestors},
-    )
+        {"product": product, "images": images, "primary": primary, "ancestors": ancestors,
+         "panels": hooks.product_panels(request=request, product=product)},
+    )  # fmt: skip
 
 
 @staff_member_required

@@ -78,8 +78,4 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
 
     threading.Thread(target=_heartbeat, args=(getattr(sender, "hostname", "worker"),), daemon=True,
                      name="vitrine-heartbeat").start()  # fmt: skip
-    # Load every enabled space in a pool process, so the admin learns which are available
-    # and the first upload does not wait for a model to load.
-    from search.tasks import spaces_probe_task
-
-    spaces_probe_task.delay()
+    # The search app warms its models on this same signal (search/apps.py).

@@ -10,6 +10,6 @@ import os
 
 def post_worker_init(worker: object) -> None:
     if os.environ.get("VITRINE_PRELOAD_QUERY_MODELS", "").lower() in {"1", "true", "yes"}:
-        from search.selectors import preload_query_models
+        from search.querying.photo import preload_query_models
 
         preload_query_models()

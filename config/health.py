@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -50,7 +51,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["broker"] = {"ok": False, "error": str(exc)[:200]}
         ready = False
     checks["workers"] = {"ok": bool(workers), "alive": workers}
-    if checks["database"]["ok"]:
+    if checks["database"]["ok"] and apps.is_installed("search"):
         from search.models import SpaceState
 
         states = {s.key: s for s in SpaceState.objects.all()}

@@ -1,3 +1,4 @@
+from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
@@ -16,8 +17,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("", include("catalog.urls")),
-    path("", include("search.urls")),
 ]
+if apps.is_installed("search"):
+    urlpatterns.append(path("", include("search.urls")))
 
 
 def serve_media(request: HttpRequest, path: str) -> HttpResponseBase:

@@ -14,7 +14,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from search import services
+from catalog.models import Product
+from search.indexing import jobs, sweep, versions
 from search.models import ReindexJob, SpaceState, SpaceVersion
 
 
@@ -53,18 +54,18 @@ class SpaceStateAdmin(admin.ModelAdmin):
 
     @admin.display(description="active version")
     def active_version(self, obj: SpaceState) -> str:
-        version = services.active_version(obj.key)
+        version = versions.active_version(obj.key)
         return f"{version.version} ({version.dimension}-d)" if version else "—"
 
     @admin.display(description="present / missing / stale / failed")
     def counts(self, obj: SpaceState) -> str:
-        c = services.space_counts(obj.key)
+        c = versions.space_counts(obj.key)
         return f"{c.present} / {c.missing} / {c.stale} / {c.failed}  (of {c.total})"
 
     @admin.action(description="Sweep: queue images whose vectors are missing or stale", permissions=["change"])
     def sweep_now(self, request: HttpRequest, queryset: QuerySet[SpaceState]) -> None:
         keys = [key for key in queryset.values_list("key", flat=True) if key in settings.VITRINE_ENABLED_SPACES]
-        queued = services.sweep(spaces=keys)
+        queued = sweep.sweep(spaces=keys)
         summary = ", ".join(f"{key}: {n}" for key, n in queued.items()) or "nothing enabled selected"
         self.message_user(request, f"Queued for embedding: {summary}.", messages.SUCCESS)
 
@@ -85,7 +86,7 @@ class SpaceStateAdmin(admin.ModelAdmin):
             "title": f"Embedding space: {state.key}",
             "state": state,
             "enabled": state.key in settings.VITRINE_ENABLED_SPACES,
-            "counts": services.space_counts(state.key),
+            "counts": versions.space_counts(state.key),
             "versions": SpaceVersion.objects.filter(space=state.key).exclude(state=SpaceVersion.State.RETIRED),
             "jobs": jobs,
             "refresh": running,
@@ -102,7 +103,7 @@ class SpaceStateAdmin(admin.ModelAdmin):
             self.message_user(request, f"The {state.key} space is not enabled.", messages.ERROR)
             return HttpResponseRedirect(url)
         missing_only = request.POST.get("missing_only") == "1"
-        job = services.reindex_job_create(space=state.key, missing_only=missing_only, requested_by=request.user)
+        job = jobs.reindex_job_create(space=state.key, missing_only=missing_only, requested_by=request.user)
         what = "missing and stale images" if missing_only else "every image"
         self.message_user(request, f"Reindex job #{job.pk} queued for {what} in {state.key}.", messages.SUCCESS)
         return HttpResponseRedirect(url)
@@ -129,3 +130,15 @@ class ReindexJobAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_bar(self, obj: ReindexJob) -> str:
         return format_html('<progress max="100" value="{}" style="width:8em"></progress> {}', obj.percent, obj.progress)
+
+
+@admin.action(description="Reindex selected products in every embedding space", permissions=["change"])
+def reindex(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+    queued = jobs.products_reindex(product_ids=list(queryset.values_list("pk", flat=True)), requested_by=request.user)
+    modeladmin.message_user(request, f"Queued {len(queued)} reindex job(s) for {queryset.count()} product(s); "
+                            "see Visual search › Reindex jobs for progress.", messages.SUCCESS)  # fmt: skip
+
+
+# The catalogue's product admin knows nothing of vectors: search adds its action to it.
+_product_admin = admin.site.get_model_admin(Product)
+_product_admin.actions = [*(_product_admin.actions or []), reindex]  # the action's name stays "reindex"

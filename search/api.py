@@ -21,8 +21,9 @@ from django.views.decorators.http import require_GET, require_POST
 from catalog.models import Category, Product
 from catalog.services import ImageRejected, image_inspect
 from config.ratelimit import rate_limited
-from search import embedders, selectors
+from search import embedders
 from search.forms import MAX_QUERY_LENGTH
+from search.querying import photo, similar, text
 from search.vectorstores import Filters
 
 MAX_K = 100
@@ -107,7 +108,7 @@ def _empty_range(filters: Filters) -> bool:
 
 
 def _results(request: HttpRequest, scored: list[tuple[int, float]]) -> list[dict[str, Any]]:
-    products = selectors.products_in_order([pk for pk, _ in scored])
+    products = similar.products_in_order([pk for pk, _ in scored])
     scores = dict(scored)
     out = []
     for product in products:
@@ -137,11 +138,11 @@ def product_similar(request: HttpRequest, pk: str) -> dict[str, Any]:
         filters = Filters(category_path=product.category.path, price_min=filters.price_min,
                           price_max=filters.price_max, in_stock=filters.in_stock)  # fmt: skip
     try:
-        version = selectors.image_space_version(space)
+        version = similar.image_space_version(space)
         if _empty_range(filters):
             return {"results": [], "space": version.space}
-        hits = selectors.similar_products(product=product, k=k, filters=filters, version=version)
-    except selectors.NotIndexed as exc:
+        hits = similar.similar_products(product=product, k=k, filters=filters, version=version)
+    except similar.NotIndexed as exc:
         raise ApiError(f"{exc}; try again shortly", status=409) from None
     return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": version.space}
 
@@ -159,7 +160,7 @@ def search(request: HttpRequest) -> dict[str, Any]:
     k, space, filters = _k(request), _space(request, embedders.TEXT), _filters(request)
     if _empty_range(filters):
         return {"results": [], "space": space or "hybrid", "sources": []}
-    outcome = selectors.text_search(query=query, k=k, filters=filters, space=space)
+    outcome = text.text_search(query=query, k=k, filters=filters, space=space)
     body: dict[str, Any] = {"results": _results(request, [(h.product_id, h.score) for h in outcome.hits]),
                             "space": outcome.space, "sources": outcome.sources}  # fmt: skip
     if outcome.notices:
@@ -181,10 +182,10 @@ def search_image(request: HttpRequest) -> dict[str, Any]:
     except ImageRejected as exc:
         raise ApiError(f"image rejected: {exc.reason}") from None
     if _empty_range(filters):
-        return {"results": [], "space": space or selectors.primary_image_space()}
+        return {"results": [], "space": space or similar.primary_image_space()}
     try:
-        hits, used = selectors.photo_search(image=inspected.rgb, k=k, filters=filters, space=space)
-    except selectors.NotIndexed as exc:
+        hits, used = photo.photo_search(image=inspected.rgb, k=k, filters=filters, space=space)
+    except similar.NotIndexed as exc:
         raise ApiError(str(exc), status=409) from None
     return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": used}
 

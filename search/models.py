@@ -9,6 +9,7 @@ new version with a new index, built beside the old one.
 
 from __future__ import annotations
 
+import numpy as np
 from django.conf import settings
 from django.db import models
 from pgvector.django import VectorField
@@ -87,8 +88,26 @@ class Embedding(models.Model):
         abstract = True
 
 
+class ImageEmbeddingQuerySet(models.QuerySet["ImageEmbedding"]):
+    def ok(self, *, space: str, version: str) -> ImageEmbeddingQuerySet:
+        """Computed vectors of one space version."""
+        return self.filter(space=space, model_version=version, status=EmbeddingStatus.OK)
+
+    def product_vector(self, *, product_id: int, space: str, version: str) -> np.ndarray | None:
+        """The vector that stands for a product: its primary image's, else its first embedded image's."""
+        rows = (
+            self.ok(space=space, version=version)
+            .filter(image__product_id=product_id)
+            .order_by("-image__is_primary", "image__position", "image_id")
+            .values_list("vector", flat=True)[:1]
+        )
+        return np.asarray(rows[0], dtype=np.float32) if rows else None
+
+
 class ImageEmbedding(Embedding):
     image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="embeddings")
+
+    objects = ImageEmbeddingQuerySet.as_manager()
 
     class Meta:
         constraints = [

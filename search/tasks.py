@@ -16,7 +16,10 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from search import services
+from search import embedders
+from search.embedders import SpaceUnavailable
+from search.indexing import bulk, embedding, enqueue, jobs, sweep, versions
+from search.vectorstores import get_store
 
 # Errors worth retrying: the database or the broker hiccupped.
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -30,113 +33,91 @@ COMMON: dict[str, Any] = {
 }
 
 
-# Tasks whose last positional argument is the space they compute in.
-PER_SPACE = frozenset({"search.tasks.image_embed_task", "search.tasks.images_embed_batch_task",
-                       "search.tasks.product_embed_task"})  # fmt: skip
-
-
-def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str] | None:
-    """Celery router (``CELERY_TASK_ROUTES``): search tasks go to ``embeddings``; with
-    ``VITRINE_QUEUE_PER_SPACE`` an embedding task goes to ``embeddings.<space>`` instead, so GPU machines
-    can consume ``embeddings.clip`` while CPU machines take ``embeddings.cnn`` and ``embeddings.text``."""
-    if not name.startswith("search.tasks."):
-        return None
-    if settings.VITRINE_QUEUE_PER_SPACE and name in PER_SPACE:
-        space = (kwargs or {}).get("space") or (args[-1] if args else None)
-        if isinstance(space, str) and space:
-            return {"queue": f"embeddings.{space}"}
-    return {"queue": "embeddings"}
-
-
 def _max_retries() -> int:
     return max(0, settings.VITRINE_EMBED_MAX_ATTEMPTS - 1)
 
 
-@shared_task(**COMMON, soft_time_limit=120, time_limit=180, max_retries=None)
+@shared_task(name=enqueue.IMAGE_EMBED, **COMMON, soft_time_limit=120, time_limit=180, max_retries=None)
 def image_embed_task(self: Task, image_id: int, space: str) -> str:
     """Embed one image in one space. Retries with backoff; after the last attempt the image stays failed."""
     try:
-        return services.image_embed(image_id=image_id, space=space)
+        return embedding.image_embed(image_id=image_id, space=space)
     except TRANSIENT as exc:
         raise self.retry(exc=exc, max_retries=_max_retries() + 3) from exc
-    except (DatabaseError, services.InvalidVector, RuntimeError, ValueError, MemoryError) as exc:
-        services.image_embed_failed(image_id=image_id, space=space, reason=f"{type(exc).__name__}: {exc}")
+    except (DatabaseError, embedding.InvalidVector, RuntimeError, ValueError, MemoryError) as exc:
+        embedding.image_embed_failed(image_id=image_id, space=space, reason=f"{type(exc).__name__}: {exc}")
         if self.request.retries >= _max_retries():
             return "failed"
         raise self.retry(exc=exc, max_retries=_max_retries()) from exc
 
 
-@shared_task(**COMMON, soft_time_limit=900, time_limit=960, max_retries=5)
+@shared_task(name=enqueue.IMAGES_EMBED_BATCH, **COMMON, soft_time_limit=900, time_limit=960, max_retries=5)
 def images_embed_batch_task(self: Task, image_ids: list[int], space: str) -> int:
     """Embed a batch of images (the sweep queues these)."""
     try:
-        return services.images_embed_bulk(space=space, image_ids=image_ids, missing_only=True).processed
-    except services.SpaceUnavailable:
+        return bulk.images_embed_bulk(space=space, image_ids=image_ids, missing_only=True).processed
+    except SpaceUnavailable:
         return 0
     except TRANSIENT as exc:
         raise self.retry(exc=exc) from exc
 
 
-@shared_task(**COMMON, soft_time_limit=60, time_limit=90, max_retries=5)
+@shared_task(name=enqueue.PRODUCT_EMBED, **COMMON, soft_time_limit=60, time_limit=90, max_retries=5)
 def product_embed_task(self: Task, product_id: int, space: str) -> str:
     try:
-        return services.product_embed(product_id=product_id, space=space)
+        return embedding.product_embed(product_id=product_id, space=space)
     except TRANSIENT as exc:
         raise self.retry(exc=exc) from exc
 
 
-@shared_task(**COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
+@shared_task(name=enqueue.REINDEX_JOB, **COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
 def reindex_job_task(self: Task, job_id: int) -> str:
     """Start a job and queue its first chunks; each chunk plans and queues the next when it finishes."""
     try:
-        job = services.reindex_job_plan(job_id=job_id)
+        job = jobs.reindex_job_plan(job_id=job_id)
     except TRANSIENT as exc:
         raise self.retry(exc=exc) from exc
     if job.status == "running":
-        services.reindex_job_queue_chunks(job_id=job.pk)
+        jobs.reindex_job_queue_chunks(job_id=job.pk)
     return job.status
 
 
-@shared_task(**COMMON, soft_time_limit=900, time_limit=960, max_retries=5)
+@shared_task(name=enqueue.REINDEX_CHUNK, **COMMON, soft_time_limit=900, time_limit=960, max_retries=5)
 def reindex_chunk_task(self: Task, chunk_id: int) -> str:
     try:
-        chunk = services.reindex_chunk_run(chunk_id=chunk_id, queue_next=True)
+        chunk = jobs.reindex_chunk_run(chunk_id=chunk_id, queue_next=True)
     except TRANSIENT as exc:
         raise self.retry(exc=exc) from exc
     except Exception as exc:  # a bug or a model that crashes: stop the job with the reason, don't loop
-        services.reindex_chunk_failed(chunk_id=chunk_id, reason=f"{type(exc).__name__}: {exc}")
+        jobs.reindex_chunk_failed(chunk_id=chunk_id, reason=f"{type(exc).__name__}: {exc}")
         return "failed"
     return "done" if chunk.done_at else "skipped"
 
 
-@shared_task(**COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
+@shared_task(name=enqueue.SWEEP, **COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
 def sweep_task(self: Task) -> dict[str, int]:
     try:
-        return services.sweep()
+        return sweep.sweep()
     except TRANSIENT as exc:
         raise self.retry(exc=exc) from exc
 
 
-@shared_task(**COMMON, soft_time_limit=600, time_limit=660, max_retries=0)
+@shared_task(name=enqueue.SPACES_PROBE, **COMMON, soft_time_limit=600, time_limit=660, max_retries=0)
 def spaces_probe_task(self: Task) -> dict[str, str]:
     """Load every enabled space in this worker (warming it) and record which are available."""
     result = {}
-    from search import embedders
-
     for space in embedders.enabled():
         try:
-            services.space_load(space)
+            versions.space_load(space)
             result[space] = "available"
-        except services.SpaceUnavailable as exc:
+        except SpaceUnavailable as exc:
             result[space] = f"unavailable: {exc.reason}"
     return result
 
 
-@shared_task(**COMMON, soft_time_limit=120, time_limit=180, max_retries=8)
+@shared_task(name=enqueue.PRODUCTS_SYNC, **COMMON, soft_time_limit=120, time_limit=180, max_retries=8)
 def products_sync_task(self: Task, product_ids: list[int]) -> None:
     """Retry a vector-store sync of products' filter fields that failed when it was first tried."""
-    from search.vectorstores import get_store
-
     try:
         get_store().products_sync(product_ids=product_ids)
     except Exception as exc:

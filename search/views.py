@@ -1,4 +1,4 @@
-"""Shopper search pages (text, photo) and the staff "compare spaces" page. Thin: selectors do the work."""
+"""Shopper search pages (text, photo) and the staff "compare spaces" page. Thin: ``search.querying`` does the work."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from django.shortcuts import render
 from catalog.models import Product
 from catalog.services import ImageRejected, image_inspect
 from config.ratelimit import rate_limited
-from search import embedders, selectors
+from search import embedders
 from search.forms import PhotoSearchForm, SearchForm, sort_products
+from search.querying import photo, similar, text
 
 RESULTS_PER_PAGE = 24
 MAX_RESULTS = 96
@@ -28,9 +29,9 @@ def search(request: HttpRequest) -> HttpResponse:
     if not request.GET or not form.is_valid() or not form.cleaned_data["q"].strip():
         return render(request, "search/search.html", context, status=400 if form.errors else 200)
     query = form.cleaned_data["q"].strip()
-    outcome = selectors.text_search(query=query, k=MAX_RESULTS, filters=form.filters())
+    outcome = text.text_search(query=query, k=MAX_RESULTS, filters=form.filters())
     scores = {hit.product_id: hit for hit in outcome.hits}
-    products = sort_products(selectors.products_in_order(list(scores)), form.cleaned_data.get("sort") or "relevance")
+    products = sort_products(similar.products_in_order(list(scores)), form.cleaned_data.get("sort") or "relevance")
     page = Paginator(products, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
     querystring = request.GET.copy()
     querystring.pop("page", None)
@@ -57,11 +58,11 @@ def _photo_search_post(request: HttpRequest) -> HttpResponse:
         form.add_error("image", exc.reason)
         return render(request, "search/photo.html", {"form": form}, status=400)
     try:
-        hits, space = selectors.photo_search(image=inspected.rgb, k=MAX_RESULTS // 4, filters=form.filters())
-    except (selectors.NotIndexed, embedders.SpaceUnavailable) as exc:
+        hits, space = photo.photo_search(image=inspected.rgb, k=MAX_RESULTS // 4, filters=form.filters())
+    except (similar.NotIndexed, embedders.SpaceUnavailable) as exc:
         form.add_error(None, f"Search by photo is not ready yet: {getattr(exc, 'reason', exc)}")
         return render(request, "search/photo.html", {"form": form}, status=503)
-    products = selectors.products_in_order([h.product_id for h in hits])
+    products = similar.products_in_order([h.product_id for h in hits])
     scores = {h.product_id: h.score for h in hits}
     return render(request, "search/photo.html", {"form": PhotoSearchForm(), "space": space, "searched": True,
                                                  "results": [(p, scores[p.pk]) for p in products]})  # fmt: skip
@@ -87,11 +88,11 @@ def compare(request: HttpRequest) -> HttpResponse:
             if embedders.IMAGE not in embedders.modalities(space):
                 continue
             try:
-                hits = selectors.similar_products(product=product, k=k, space=space)
-            except selectors.NotIndexed as exc:
+                hits = similar.similar_products(product=product, k=k, space=space)
+            except similar.NotIndexed as exc:
                 columns.append({"space": space, "error": str(exc)})
                 continue
-            products = selectors.products_in_order([h.product_id for h in hits])
+            products = similar.products_in_order([h.product_id for h in hits])
             scores = {h.product_id: h.score for h in hits}
             same = sum(1 for p in products if p.category_id == product.category_id)
             columns.append({"space": space, "results": [(p, scores[p.pk]) for p in products], "same_category": same})

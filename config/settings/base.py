@@ -313,7 +313,7 @@ VITRINE_SWEEP_MAX = env_int("VITRINE_SWEEP_MAX", 10_000)
 # search.tasks.* → "embeddings"; with VITRINE_QUEUE_PER_SPACE, embedding tasks → "embeddings.<space>",
 # so each kind of machine consumes the spaces it is fit for (docs/scaling.md).
 VITRINE_QUEUE_PER_SPACE = env_bool("VITRINE_QUEUE_PER_SPACE", False)
-CELERY_TASK_ROUTES = ("search.tasks.route",)
+CELERY_TASK_ROUTES = ("search.indexing.enqueue.route",)
 CELERY_BEAT_SCHEDULE = {
     "sweep-missing-and-stale-vectors": {"task": "search.tasks.sweep_task", "schedule": VITRINE_SWEEP_INTERVAL_S},
 }

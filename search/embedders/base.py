@@ -14,26 +14,21 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
-if TYPE_CHECKING:
-    from search.embedders.runtime import ModelSpec, Runner
+from search.embedders import runtime
+from search.embedders.errors import SpaceUnavailable
+from search.embedders.runtime import ModelSpec, Runner
+
+__all__ = ["IMAGE", "TEXT", "Embedder", "SpaceUnavailable", "fingerprint_files", "l2_normalise", "torch_device"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE = "image"
 TEXT = "text"
-
-
-class SpaceUnavailable(Exception):
-    """The space cannot be used here (weights missing, hub unreachable…). ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def fingerprint_files(paths: Sequence[Path], *, head_bytes: int = 1 << 20) -> str:
@@ -123,8 +118,6 @@ class Embedder:
     # -- runtime (torch or ONNX Runtime) ----------------------------------------------------
     def _wants_int8(self) -> bool:
         """Quantize the image tower? Only on ONNX, and only where ``manage.py quantize`` found quality holds."""
-        from search.embedders import runtime
-
         if self.runtime != "onnx" or self.quantize in {"never", "false", "0", "no", "off"}:
             return False
         if self.quantize in {"always", "true", "1", "yes", "on"}:
@@ -133,8 +126,6 @@ class Embedder:
 
     def _runner(self, factory: Callable[[], ModelSpec], *, part: str, quantize: bool = False) -> Runner:
         """Build the runner for one part (``image`` or ``text``) of the fp32 model ``self.version`` names."""
-        from search.embedders import runtime
-
         runner = runtime.runner_build(factory, name=f"{self.key}-{part}-{self.version}", runtime=self.runtime,
                                       device=self.device, quantize=quantize)  # fmt: skip
         self.runners[part] = runner
@@ -142,8 +133,6 @@ class Embedder:
 
     def _adopt_int8(self, runner: Runner) -> None:
         """int8 vectors are not fp32 vectors: a quantized tower makes a new version, never mixed with fp32."""
-        from search.embedders import runtime
-
         if runner.backend == "onnx-int8" and not self.version.endswith(runtime.INT8_SUFFIX):
             self.version += runtime.INT8_SUFFIX
 
@@ -161,8 +150,6 @@ class Embedder:
     def streams(self) -> int:
         """Batches a bulk job may encode at once (``encode_batch`` is thread-safe): one per stream on the
         CPU (see ``runtime.inference_streams``), one on a GPU, which parallelises inside the batch."""
-        from search.embedders import runtime
-
         return runtime.inference_streams() if self.device == "cpu" else 1
 
     @property

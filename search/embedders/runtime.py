@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from search.embedders.base import SpaceUnavailable
+from search.embedders.errors import SpaceUnavailable
 
 logger = logging.getLogger(__name__)
 

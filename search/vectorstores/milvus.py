@@ -350,10 +350,7 @@ class MilvusStore(VectorStore):
 
 def _product_vector(*, space: str, version: str, product_id: int) -> np.ndarray:
     """The vector that stands for a product (primary image first), from Postgres, the source of truth."""
-    from catalog.models import Product
-    from search import selectors
-
-    try:
-        return selectors.product_query_vector(product=Product(pk=product_id), space=space, version=version)
-    except selectors.NotIndexed as exc:
-        raise LookupError(str(exc)) from None
+    vector = ImageEmbedding.objects.product_vector(product_id=product_id, space=space, version=version)
+    if vector is None:
+        raise LookupError(f"product {product_id} has no vector in the {space} space yet")
+    return vector

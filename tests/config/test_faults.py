@@ -42,8 +42,8 @@ def test_web_app_recovers_when_postgres_restarts_and_readyz_names_a_broken_space
                    capture_output=True, timeout=300)  # fmt: skip
     # A worker that tried the simclr space recorded why it is down (its weights are missing).
     subprocess.run([sys.executable, "manage.py", "shell", "-c",
-                    "from search import services\ntry:\n    services.space_load('simclr')\n"
-                    "except services.SpaceUnavailable: pass"],
+                    "from search.indexing import versions\ntry:\n    versions.space_load('simclr')\n"
+                    "except versions.SpaceUnavailable: pass"],
                    cwd=ROOT, env=env, check=True, timeout=300)  # fmt: skip
     port = _free_port()
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",

@@ -9,7 +9,8 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from search import services
+from search import embedders
+from search.indexing import bulk, jobs, versions
 from search.models import ReindexJob, SpaceState
 from tests.factories import ProductFactory, add_image
 
@@ -21,9 +22,9 @@ def test_spaces_page_lists_every_space_with_counts_and_reasons(staff_client, use
     use_spaces("pixels", "simclr", simclr={"CHECKPOINT": ""})
     for _ in range(3):
         add_image(ProductFactory())
-    services.images_embed_bulk(space="pixels")
-    with pytest.raises(services.SpaceUnavailable):
-        services.space_load("simclr")
+    bulk.images_embed_bulk(space="pixels")
+    with pytest.raises(embedders.SpaceUnavailable):
+        versions.space_load("simclr")
     response = staff_client.get(reverse("admin:search_spacestate_changelist"))
     html = response.content.decode()
     assert response.status_code == 200
@@ -46,12 +47,12 @@ def test_space_page_buttons_queue_jobs_and_show_progress(staff_client, use_space
     job = ReindexJob.objects.get()
     assert job.space == "pixels" and job.missing_only and job.status == "queued"
     assert 'http-equiv="refresh"' in staff_client.get(url).content.decode()  # refreshes while a job runs
-    services.reindex_job_run(job_id=job.pk)
+    jobs.reindex_job_run(job_id=job.pk)
     page = staff_client.get(url).content.decode()
     assert "1/1" in page and "done" in page and 'http-equiv="refresh"' not in page
     assert response.status_code == 200
-    jobs = staff_client.get(reverse("admin:search_reindexjob_changelist"))
-    assert jobs.status_code == 200 and "1/1" in jobs.content.decode()
+    listing = staff_client.get(reverse("admin:search_reindexjob_changelist"))
+    assert listing.status_code == 200 and "1/1" in listing.content.decode()
 
 
 @pytest.mark.django_db
@@ -60,9 +61,9 @@ def test_product_admin_action_reindexes_selected_products(staff_client, use_spac
     products = [ProductFactory() for _ in range(3)]
     staff_client.post(reverse("admin:catalog_product_changelist"),
                       {"action": "reindex", "_selected_action": [p.pk for p in products[:2]]})  # fmt: skip
-    jobs = ReindexJob.objects.order_by("space")
-    assert [j.space for j in jobs] == ["cnn", "pixels"]
-    assert all(sorted(j.product_ids) == sorted(p.pk for p in products[:2]) for j in jobs)
+    queued = ReindexJob.objects.order_by("space")
+    assert [j.space for j in queued] == ["cnn", "pixels"]
+    assert all(sorted(j.product_ids) == sorted(p.pk for p in products[:2]) for j in queued)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from search import benchmarks_stores
-from search.benchmarks import cluster_centers, clustered_vectors
+from search.lab.benchmarks import stores as benchmarks_stores
+from search.lab.benchmarks.stores_data import exact_top_k
+from search.lab.benchmarks.synthetic import cluster_centers, clustered_vectors
 
 pytestmark = pytest.mark.django_db(transaction=True)  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
@@ -18,8 +19,8 @@ def test_exact_top_k_matches_a_full_sort_with_and_without_a_mask():
     vectors, _ = clustered_vectors(rng, centers=cluster_centers(rng, clusters=5, dimension=8), n=450)
     queries = vectors[:7] + 0.01
     mask = rng.random(len(vectors)) < 0.3
-    got = benchmarks_stores._exact_top_k(vectors, queries, 10)
-    got_masked = benchmarks_stores._exact_top_k(vectors, queries, 10, mask=mask)
+    got = exact_top_k(vectors, queries, 10)
+    got_masked = exact_top_k(vectors, queries, 10, mask=mask)
     for q, query in enumerate(queries):
         scores = vectors @ query
         assert got[q] == list(np.argsort(-scores, kind="stable")[:10])

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from search.evaluation import (
+from search.lab.metrics import (
     Neighbour,
     QueryOutcome,
     average_precision_at_k,

@@ -16,10 +16,11 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from catalog import services as catalog_services
-from search import embedders, services
+from search import embedders
 from search.embedders import runtime, tokens
 from search.embedders.base import GPU_DRIVER_FILES
 from search.embedders.sentence import ClipEmbedder, clip_pixels
+from search.indexing import versions
 from search.models import ImageEmbedding, SpaceVersion
 from tests.factories import CategoryFactory, ProductFactory
 
@@ -155,7 +156,7 @@ def test_a_space_whose_onnx_path_fails_still_loads_and_says_why(use_spaces, sett
     (tmp_path / "models").write_text("a file where the cache folder should be")
     settings.VITRINE_HOME = tmp_path
     use_spaces("text", text={"RUNTIME": "onnx"})
-    embedder = services.space_load("text")
+    embedder = versions.space_load("text")
     assert embedder.runners["text"].backend == "torch" and embedder.runners["text"].fallback_reason
     assert embedder.embed_texts(["still works"]).shape == (1, 384)
     from search.models import SpaceState

@@ -12,8 +12,9 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog import services as catalog_services
-from search import selectors, services
+from search.indexing import bulk
 from search.models import ImageEmbedding
+from search.querying import similar, text
 from search.vectorstores import Filters
 from tests.factories import CategoryFactory, ProductFactory, add_image, upload
 
@@ -36,8 +37,8 @@ def shop(use_spaces, settings):
                               price=30 + i, stock=1)  # fmt: skip
         add_image(blue, color=(25, 40 + 8 * i, 220 - 12 * i), size=(64, 64))
         products[f"red{i}"], products[f"blue{i}"] = red, blue
-    services.images_embed_bulk(space="pixels")
-    services.products_embed_bulk(space="text")
+    bulk.images_embed_bulk(space="pixels")
+    bulk.products_embed_bulk(space="text")
     return products
 
 
@@ -74,7 +75,7 @@ def test_product_without_vectors_says_so(client, shop):
 
 def test_filtered_similar_search_still_returns_k_and_matches_exact(shop):
     blues = Filters(category_path="blues")
-    hits = selectors.similar_products(product=shop["red0"], k=5, space="pixels", filters=blues)
+    hits = similar.similar_products(product=shop["red0"], k=5, space="pixels", filters=blues)
     assert len(hits) == 5 and all(h.product_id in {shop[f"blue{i}"].pk for i in range(6)} for h in hits)
     # Exact: brute-force cosine over the stored vectors.
     rows = ImageEmbedding.objects.filter(space="pixels", image__product__category__slug="blues").values_list(
@@ -82,32 +83,32 @@ def test_filtered_similar_search_still_returns_k_and_matches_exact(shop):
     query = np.asarray(ImageEmbedding.objects.get(space="pixels", image__product=shop["red0"]).vector)
     exact = sorted(rows, key=lambda r: -float(np.dot(query, r[1])))[:5]
     assert [h.product_id for h in hits] == [pk for pk, _ in exact]
-    in_stock = selectors.similar_products(product=shop["red0"], k=10, space="pixels",
+    in_stock = similar.similar_products(product=shop["red0"], k=10, space="pixels",
                                           filters=Filters(in_stock=True, price_max=12))  # fmt: skip
     assert {h.product_id for h in in_stock} == {shop["red1"].pk}
 
 
 def test_text_search_fuses_full_text_and_the_text_space(shop):
-    outcome = selectors.text_search(query="tea mug", k=20)
+    outcome = text.text_search(query="tea mug", k=20)
     assert outcome.space == "hybrid" and set(outcome.sources) == {"text", "fulltext"}
     top = [h.product_id for h in outcome.hits[:6]]
     assert set(top) == {shop[f"red{i}"].pk for i in range(6)}
     assert all(set(h.sources) == {"text", "fulltext"} for h in outcome.hits[:6])
-    filtered = selectors.text_search(query="tea mug", k=20, filters=Filters(category_path="blues"))
+    filtered = text.text_search(query="tea mug", k=20, filters=Filters(category_path="blues"))
     assert all(h.product_id in {shop[f"blue{i}"].pk for i in range(6)} for h in filtered.hits)
 
 
 def test_text_search_without_clip_says_so_and_still_answers(shop, use_spaces):
     use_spaces("pixels", "text", "clip", clip={"MODEL": "/nonexistent/clip"})
-    outcome = selectors.text_search(query="linen shirt", k=5)
+    outcome = text.text_search(query="linen shirt", k=5)
     assert outcome.notices and "CLIP" in outcome.notices[0]
     assert outcome.hits and outcome.hits[0].product_id in {shop[f"blue{i}"].pk for i in range(6)}
 
 
 def test_clip_text_search_and_a_separate_query_text_model(shop, use_spaces, tiny_clip):
     use_spaces("pixels", "text", "clip", clip={"MODEL": str(tiny_clip), "QUERY_TEXT_MODEL": str(tiny_clip)})
-    services.images_embed_bulk(space="clip")
-    outcome = selectors.text_search(query="a red mug", k=12)
+    bulk.images_embed_bulk(space="clip")
+    outcome = text.text_search(query="a red mug", k=12)
     assert set(outcome.sources) == {"clip", "text", "fulltext"}
     from search import embedders
 

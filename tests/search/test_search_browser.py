@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search import services
+from search.indexing import bulk
 from tests.factories import CategoryFactory, ProductFactory, add_image
 from tests.imagefactory import image_bytes
 
@@ -24,8 +24,8 @@ def indexed_shop(use_spaces, settings):  # type: ignore[no-untyped-def]
         shirt = ProductFactory(category=shirts, title=f"Blue linen shirt {i}", description="Cool summer shirt")
         add_image(shirt, color=(30, 40 + 10 * i, 220 - 15 * i), size=(160, 160))
         products += [mug, shirt]
-    services.images_embed_bulk(space="pixels")
-    services.products_embed_bulk(space="text")
+    bulk.images_embed_bulk(space="pixels")
+    bulk.products_embed_bulk(space="text")
     return products
 
 

@@ -22,9 +22,11 @@ from PIL import Image
 import search.embedders.sentence  # noqa: F401  (RenamedText subclasses it)
 from catalog import services as catalog_services
 from catalog.models import ProductImage
-from search import embedders, selectors, services
-from search.evaluation import average_precision_at_k, precision_at_k, recall_at_k
+from search import embedders
+from search.indexing import bulk, embedding, enqueue, jobs, sources, sweep, versions
+from search.lab.metrics import average_precision_at_k, precision_at_k, recall_at_k
 from search.models import ImageEmbedding, ReindexJob, SpaceState, SpaceVersion
+from search.querying import similar
 from search.vectorstores import get_store
 from search.vectorstores.pgvector import index_name
 from tests.factories import CategoryFactory, ProductFactory, add_image
@@ -47,7 +49,7 @@ def _images(n: int) -> list[ProductImage]:
 
 @pytest.mark.parametrize("dimension, kind", [(64, "vector"), (3072, "halfvec")])
 def test_each_version_gets_a_partial_hnsw_cosine_index(dimension, kind):
-    services.version_register(space="cnn", version=f"test-{dimension}", dimension=dimension)
+    versions.version_register(space="cnn", version=f"test-{dimension}", dimension=dimension)
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [index_name("cnn", f"test-{dimension}")])
         (definition,) = cursor.fetchone()
@@ -59,7 +61,7 @@ def test_nearest_images_match_brute_force_cosine():
     rng = np.random.default_rng(7)
     images = _images(120)
     vectors = _random_unit(rng, len(images), 64)
-    services.version_register(space="cnn", version="bf-v1", dimension=64)
+    versions.version_register(space="cnn", version="bf-v1", dimension=64)
     get_store().upsert_images(
         space="cnn", version="bf-v1", items=list(zip([i.pk for i in images], vectors, strict=True))
     )
@@ -75,7 +77,7 @@ def test_nearest_images_match_brute_force_cosine():
 
 def test_the_planner_uses_the_partial_index():
     images = _images(30)
-    services.version_register(space="cnn", version="plan-v1", dimension=8)
+    versions.version_register(space="cnn", version="plan-v1", dimension=8)
     vectors = _random_unit(np.random.default_rng(1), 30, 8)
     get_store().upsert_images(
         space="cnn", version="plan-v1", items=list(zip([i.pk for i in images], vectors, strict=True))
@@ -93,35 +95,35 @@ def test_the_planner_uses_the_partial_index():
 
 def test_validation_refuses_bad_vectors():
     good = np.ones((2, 4), dtype=np.float32)
-    assert services.validate_vectors(good, dimension=4).dtype == np.float32
-    with pytest.raises(services.InvalidVector, match="dimension 5"):
-        services.validate_vectors(good, dimension=5)
-    with pytest.raises(services.InvalidVector, match="NaN"):
-        services.validate_vectors(np.array([[1.0, np.nan, 0, 0]]), dimension=4)
-    with pytest.raises(services.InvalidVector, match="all-zero"):
-        services.validate_vectors(np.zeros((1, 4)), dimension=4)
+    assert embedding.validate_vectors(good, dimension=4).dtype == np.float32
+    with pytest.raises(embedding.InvalidVector, match="dimension 5"):
+        embedding.validate_vectors(good, dimension=5)
+    with pytest.raises(embedding.InvalidVector, match="NaN"):
+        embedding.validate_vectors(np.array([[1.0, np.nan, 0, 0]]), dimension=4)
+    with pytest.raises(embedding.InvalidVector, match="all-zero"):
+        embedding.validate_vectors(np.zeros((1, 4)), dimension=4)
 
 
 def test_image_embed_is_idempotent_and_records_versions(use_spaces):
     use_spaces("pixels", "cnn")
     image = _images(1)[0]
-    assert services.image_embed(image_id=image.pk, space="cnn") == "ok"
-    assert services.image_embed(image_id=image.pk, space="cnn") == "exists"
+    assert embedding.image_embed(image_id=image.pk, space="cnn") == "ok"
+    assert embedding.image_embed(image_id=image.pk, space="cnn") == "exists"
     row = ImageEmbedding.objects.get(image=image, space="cnn")
     assert row.status == "ok" and row.model_version == embedders.get("cnn").version and len(row.vector) == 1280
     assert SpaceState.objects.get(key="cnn").available
-    assert services.active_version("cnn").version == row.model_version
+    assert versions.active_version("cnn").version == row.model_version
 
 
 def test_unreadable_file_fails_with_a_reason_and_unavailable_space_is_skipped(use_spaces, settings):
     use_spaces("pixels", "simclr", simclr={"CHECKPOINT": ""})
     image = _images(1)[0]
     default_storage.delete(image.file.name)
-    assert services.image_embed(image_id=image.pk, space="pixels") == "failed"
+    assert embedding.image_embed(image_id=image.pk, space="pixels") == "failed"
     row = ImageEmbedding.objects.get(image=image, space="pixels")
     assert row.status == "failed" and "missing from storage" in row.error and row.attempts == 1
-    assert services.space_counts("pixels").failed == 1
-    assert services.image_embed(image_id=image.pk, space="simclr") == "skipped"
+    assert versions.space_counts("pixels").failed == 1
+    assert embedding.image_embed(image_id=image.pk, space="simclr") == "skipped"
     state = SpaceState.objects.get(key="simclr")
     assert not state.available and "no SimCLR checkpoint configured" in state.reason
 
@@ -130,12 +132,12 @@ def test_bulk_reindex_and_missing_only(use_spaces):
     use_spaces("pixels")
     images = _images(7)
     default_storage.delete(images[3].file.name)
-    result = services.images_embed_bulk(space="pixels", batch_size=3)
+    result = bulk.images_embed_bulk(space="pixels", batch_size=3)
     assert (result.processed, result.failed) == (6, 1)
-    counts = services.space_counts("pixels")
+    counts = versions.space_counts("pixels")
     assert (counts.total, counts.present, counts.failed, counts.missing, counts.stale) == (7, 6, 1, 0, 0)
     new = add_image(ProductFactory())
-    again = services.images_embed_bulk(space="pixels", missing_only=True)
+    again = bulk.images_embed_bulk(space="pixels", missing_only=True)
     assert again.processed == 1 and ImageEmbedding.objects.filter(image=new, status="ok").exists()
 
 
@@ -169,26 +171,26 @@ def test_model_upgrade_builds_beside_the_old_version_then_switches(use_spaces, s
     products = [ProductFactory(category=category) for _ in range(4)]
     for i, product in enumerate(products):
         add_image(product, color=(60 * i, 20, 200 - 40 * i))
-    services.images_embed_bulk(space="pixels")
-    old = services.active_version("pixels")
-    before = selectors.similar_products(product=products[0], k=3, space="pixels")
+    bulk.images_embed_bulk(space="pixels")
+    old = versions.active_version("pixels")
+    before = similar.similar_products(product=products[0], k=3, space="pixels")
 
     settings.VITRINE_SPACES = {
         **settings.VITRINE_SPACES,
         "pixels": {"BACKEND": "tests.search.test_store_and_services.UpgradedPixels"},
     }
     embedders._instances.pop("pixels", None)
-    services.images_embed_bulk(space="pixels", image_ids=[products[0].images.get().pk, products[1].images.get().pk])
+    bulk.images_embed_bulk(space="pixels", image_ids=[products[0].images.get().pk, products[1].images.get().pk])
     building = SpaceVersion.objects.get(space="pixels", version="pixels-16x16-v2")
-    assert building.state == "building" and services.active_version("pixels") == old
+    assert building.state == "building" and versions.active_version("pixels") == old
     # Search still answers from the complete old version only.
-    assert selectors.similar_products(product=products[0], k=3, space="pixels") == before
-    assert services.space_counts("pixels").stale == 2
+    assert similar.similar_products(product=products[0], k=3, space="pixels") == before
+    assert versions.space_counts("pixels").stale == 2
 
-    services.images_embed_bulk(space="pixels", missing_only=True)
-    assert services.active_version("pixels").version == "pixels-16x16-v2"
+    bulk.images_embed_bulk(space="pixels", missing_only=True)
+    assert versions.active_version("pixels").version == "pixels-16x16-v2"
     assert not ImageEmbedding.objects.filter(space="pixels", model_version=old.version).exists()
-    assert len(selectors.similar_products(product=products[0], k=3, space="pixels")) == 3
+    assert len(similar.similar_products(product=products[0], k=3, space="pixels")) == 3
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = %s", [index_name("pixels", old.version)])
         assert cursor.fetchone()[0] == 0
@@ -212,8 +214,8 @@ def test_similar_products_collapse_images_and_exclude_itself(use_spaces, vector_
     others = [ProductFactory() for _ in range(3)]
     for i, product in enumerate(others):
         add_image(product, color=(0, 80 * i, 250))
-    services.images_embed_bulk(space="pixels")
-    hits = selectors.similar_products(product=query, k=10, space="pixels")
+    bulk.images_embed_bulk(space="pixels")
+    hits = similar.similar_products(product=query, k=10, space="pixels")
     ids = [h.product_id for h in hits]
     assert ids[0] == twin.pk and query.pk not in ids and hidden.pk not in ids
     assert len(ids) == len(set(ids)) == 4
@@ -223,17 +225,17 @@ def test_similar_products_collapse_images_and_exclude_itself(use_spaces, vector_
 def test_product_without_vectors_says_so(use_spaces, vector_store):
     use_spaces("pixels")
     product = ProductFactory()
-    with pytest.raises(selectors.NotIndexed):
-        selectors.similar_products(product=product, k=5, space="pixels")
+    with pytest.raises(similar.NotIndexed):
+        similar.similar_products(product=product, k=5, space="pixels")
 
 
 def test_text_space_embeds_title_and_description_and_skips_unchanged(vector_store):
     product = catalog_services.product_create(title="Linen shirt", description="Light and breathable")
-    assert services.product_embed(product_id=product.pk, space="text") == "ok"
-    assert services.product_embed(product_id=product.pk, space="text") == "exists"
+    assert embedding.product_embed(product_id=product.pk, space="text") == "ok"
+    assert embedding.product_embed(product_id=product.pk, space="text") == "exists"
     product.description = "Heavy winter flannel"
     product.save()
-    assert services.product_embed(product_id=product.pk, space="text") == "ok"
+    assert embedding.product_embed(product_id=product.pk, space="text") == "ok"
     assert product.embeddings.get(space="text").vector is not None
 
 
@@ -269,17 +271,17 @@ def test_reindex_command_queues_jobs_and_jobs_report_progress(use_spaces):
         add_image(ProductFactory(price=Decimal("5")))
     out = StringIO()
     call_command("reindex", stdout=out)
-    jobs = list(ReindexJob.objects.order_by("space"))
-    assert [j.space for j in jobs] == ["pixels", "text"] and "queued reindex job" in out.getvalue()
-    for job in jobs:
-        done = services.reindex_job_run(job_id=job.pk)
+    queued = list(ReindexJob.objects.order_by("space"))
+    assert [j.space for j in queued] == ["pixels", "text"] and "queued reindex job" in out.getvalue()
+    for job in queued:
+        done = jobs.reindex_job_run(job_id=job.pk)
         assert done.status == "done" and done.processed == done.total == 3
 
 
 def test_unavailable_space_fails_its_job_with_the_reason(use_spaces):
     use_spaces("simclr", simclr={"CHECKPOINT": ""})
-    job = services.reindex_job_create(space="simclr")
-    done = services.reindex_job_run(job_id=job.pk)
+    job = jobs.reindex_job_create(space="simclr")
+    done = jobs.reindex_job_run(job_id=job.pk)
     assert done.status == "failed" and "no SimCLR checkpoint" in done.error
 
 
@@ -315,14 +317,14 @@ def test_an_image_that_keeps_failing_ends_failed_after_bounded_attempts(settings
     assert result.get(propagate=False) == "failed"
     row = ImageEmbedding.objects.get(image=image, space="broken")
     assert row.status == "failed" and row.attempts == 3 and "illegal memory access" in row.error
-    assert services.space_counts("broken").failed == 1
+    assert versions.space_counts("broken").failed == 1
 
 
 def test_sweep_counts_missing_and_stale_images(use_spaces):
     use_spaces("pixels", "text")
     images = _images(5)
-    services.images_embed_bulk(space="pixels", image_ids=[images[0].pk, images[1].pk])
-    queued = services.sweep()
+    bulk.images_embed_bulk(space="pixels", image_ids=[images[0].pk, images[1].pk])
+    queued = sweep.sweep()
     assert queued == {"pixels": 3, "text": 5}
 
 
@@ -330,17 +332,17 @@ def test_a_backlog_beyond_the_sweep_limit_becomes_one_reindex_job(use_spaces, se
     use_spaces("pixels", "text")
     settings.VITRINE_SWEEP_MAX = 3
     images = _images(5)
-    services.images_embed_bulk(space="pixels", image_ids=[images[0].pk])
-    assert services.sweep() == {"pixels": 4, "text": 4}  # 4 seen of 4 (pixels) and of 5 (text): both over 3
-    jobs = list(ReindexJob.objects.order_by("space").values_list("space", "missing_only", "product_ids", "status"))
-    assert jobs == [("pixels", True, None, "queued"), ("text", True, None, "queued")]
-    assert services.sweep() == {"pixels": 0, "text": 0}  # the jobs cover it: nothing queued twice
+    bulk.images_embed_bulk(space="pixels", image_ids=[images[0].pk])
+    assert sweep.sweep() == {"pixels": 4, "text": 4}  # 4 seen of 4 (pixels) and of 5 (text): both over 3
+    created = list(ReindexJob.objects.order_by("space").values_list("space", "missing_only", "product_ids", "status"))
+    assert created == [("pixels", True, None, "queued"), ("text", True, None, "queued")]
+    assert sweep.sweep() == {"pixels": 0, "text": 0}  # the jobs cover it: nothing queued twice
     assert ReindexJob.objects.count() == 2
     for job in ReindexJob.objects.all():
-        done = services.reindex_job_run(job_id=job.pk)
+        done = jobs.reindex_job_run(job_id=job.pk)
         assert (done.status, done.failed) == ("done", 0)
-    assert services.space_counts("pixels").missing == 0 and services.space_counts("text").missing == 0
-    assert services.sweep() == {"pixels": 0, "text": 0}
+    assert versions.space_counts("pixels").missing == 0 and versions.space_counts("text").missing == 0
+    assert sweep.sweep() == {"pixels": 0, "text": 0}
     assert ReindexJob.objects.count() == 2
 
 
@@ -348,17 +350,17 @@ def test_a_job_plans_id_ranges_a_window_ahead_and_covers_what_existed_when_it_st
     use_spaces("pixels")
     settings.VITRINE_REINDEX_CHUNK, settings.VITRINE_REINDEX_WINDOW = 2, 2
     ids = [image.pk for image in _images(5)]
-    job = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels").pk)
+    job = jobs.reindex_job_plan(job_id=jobs.reindex_job_create(space="pixels").pk)
     assert (job.status, job.total, job.upper_id, job.chunks.count()) == ("running", 5, ids[-1], 0)
-    assert services.reindex_job_queue_chunks(job_id=job.pk) == 2  # the window, planned as it is queued
+    assert jobs.reindex_job_queue_chunks(job_id=job.pk) == 2  # the window, planned as it is queued
     ranges = list(job.chunks.values_list("number", "first_id", "last_id", "size"))
     assert ranges == [(0, ids[0], ids[1], 2), (1, ids[2], ids[3], 2)]
     late = add_image(ProductFactory())  # uploaded after the job started: its own task embeds it, not the job
-    services.reindex_chunk_run(chunk_id=job.chunks.get(number=0).pk, queue_next=True)
+    jobs.reindex_chunk_run(chunk_id=job.chunks.get(number=0).pk, queue_next=True)
     ranges = [(*row[:4], row[4] is None) for row in job.chunks.values_list("number", "first_id", "last_id", "size",
                                                                                "done_at")]  # fmt: skip
     assert ranges[1:] == [(1, ids[2], ids[3], 2, True), (2, ids[4], ids[4], 1, True)]  # one done, one planned
-    job = services.reindex_job_run(job_id=job.pk)
+    job = jobs.reindex_job_run(job_id=job.pk)
     assert (job.status, job.processed, job.total, job.skipped, job.chunks.count()) == ("done", 5, 5, 0, 3)
     embedded = set(ImageEmbedding.objects.filter(space="pixels", status="ok").values_list("image_id", flat=True))
     assert embedded == set(ids) and late.pk not in embedded
@@ -368,10 +370,10 @@ def test_a_job_too_big_to_count_starts_with_an_estimate_and_ends_exact(use_space
     use_spaces("pixels")
     settings.VITRINE_REINDEX_COUNT_MAX, settings.VITRINE_REINDEX_CHUNK = 3, 2
     _images(5)
-    job = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels").pk)
+    job = jobs.reindex_job_plan(job_id=jobs.reindex_job_create(space="pixels").pk)
     assert job.status == "running" and job.total_estimated and job.total >= 4  # at least what was counted
     assert job.progress.startswith("0/~")
-    job = services.reindex_job_run(job_id=job.pk)
+    job = jobs.reindex_job_run(job_id=job.pk)
     assert (job.status, job.processed, job.total, job.total_estimated, job.skipped) == ("done", 5, 5, False, 0)
     assert (job.progress, job.percent) == ("5/5", 100)
 
@@ -380,10 +382,10 @@ def test_a_missing_only_job_counts_what_uploads_did_meanwhile_as_skipped(use_spa
     use_spaces("pixels")
     settings.VITRINE_REINDEX_CHUNK = 2
     ids = [image.pk for image in _images(4)]
-    job = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels", missing_only=True).pk)
+    job = jobs.reindex_job_plan(job_id=jobs.reindex_job_create(space="pixels", missing_only=True).pk)
     assert job.total == 4
-    services.image_embed(image_id=ids[3], space="pixels")  # an upload's own task gets there first
-    job = services.reindex_job_run(job_id=job.pk)
+    embedding.image_embed(image_id=ids[3], space="pixels")  # an upload's own task gets there first
+    job = jobs.reindex_job_run(job_id=job.pk)
     assert (job.status, job.processed, job.skipped) == ("done", 3, 1)
     assert ImageEmbedding.objects.filter(space="pixels", status="ok").count() == 4
 
@@ -394,33 +396,33 @@ def test_jobs_whose_messages_were_lost_are_queued_again_by_the_sweep(use_spaces,
     settings.VITRINE_REINDEX_CHUNK = 2
     _images(5)
     # In a test transaction on_commit never runs: like a broker that was down, these jobs were never queued.
-    waiting = services.reindex_job_create(space="pixels")
-    running = services.reindex_job_plan(job_id=services.reindex_job_create(space="pixels", missing_only=True).pk)
-    services.reindex_job_queue_chunks(job_id=running.pk)  # two chunks planned; their messages are "lost"
-    fresh = services.reindex_job_create(space="pixels")
+    waiting = jobs.reindex_job_create(space="pixels")
+    running = jobs.reindex_job_plan(job_id=jobs.reindex_job_create(space="pixels", missing_only=True).pk)
+    jobs.reindex_job_queue_chunks(job_id=running.pk)  # two chunks planned; their messages are "lost"
+    fresh = jobs.reindex_job_create(space="pixels")
     long_ago = timezone.now() - timedelta(hours=3)
     ReindexJob.objects.filter(pk=waiting.pk).update(created_at=long_ago)
     ReindexJob.objects.filter(pk=running.pk).update(created_at=long_ago, heartbeat_at=long_ago)
     take_queued()
     with django_capture_on_commit_callbacks(execute=True):  # the chunks' messages go out after commit
-        resumed = services.reindex_jobs_resume_stalled(older_than_s=3600)
+        resumed = jobs.reindex_jobs_resume_stalled(older_than_s=3600)
     assert sorted(resumed) == [waiting.pk, running.pk]
     chunks = list(running.chunks.order_by("number").values_list("pk", flat=True))
     assert sorted(take_queued()) == sorted(
         [("search.tasks.reindex_job_task", [waiting.pk])]
         + [("search.tasks.reindex_chunk_task", [pk]) for pk in chunks]
     )  # fmt: skip
-    assert fresh.pk not in services.reindex_jobs_resume_stalled(older_than_s=3600)  # young: just waiting its turn
+    assert fresh.pk not in jobs.reindex_jobs_resume_stalled(older_than_s=3600)  # young: just waiting its turn
     take_queued()
 
 
 def test_text_space_counts_products_and_notices_edited_text():
     products = [catalog_services.product_create(title=f"Mug {i}") for i in range(3)]
     for product in products[:2]:
-        services.product_embed(product_id=product.pk, space="text")
+        embedding.product_embed(product_id=product.pk, space="text")
     products[1].title = "Mug, now bigger"
     products[1].save()
-    counts = services.space_counts("text")
+    counts = versions.space_counts("text")
     assert (counts.total, counts.present, counts.stale, counts.missing) == (3, 1, 1, 1)
 
 
@@ -435,17 +437,17 @@ class RenamedText(embedders.sentence.TextEmbedder):
 def test_text_model_upgrade_switches_when_every_product_has_a_vector(settings, use_spaces, vector_store):
     use_spaces("text")
     products = [catalog_services.product_create(title=f"Teapot {i}") for i in range(3)]
-    services.products_embed_bulk(space="text")
-    old = services.active_version("text")
+    bulk.products_embed_bulk(space="text")
+    old = versions.active_version("text")
     settings.VITRINE_SPACES = {
         **settings.VITRINE_SPACES,
         "text": {"BACKEND": "tests.search.test_store_and_services.RenamedText"},
     }
     embedders._instances.pop("text", None)
-    services.product_embed(product_id=products[0].pk, space="text")
-    assert services.active_version("text") == old  # still building: two products lack the new vector
-    services.products_embed_bulk(space="text", missing_only=True)
-    new = services.active_version("text")
+    embedding.product_embed(product_id=products[0].pk, space="text")
+    assert versions.active_version("text") == old  # still building: two products lack the new vector
+    bulk.products_embed_bulk(space="text", missing_only=True)
+    new = versions.active_version("text")
     assert new.version.startswith("minilm-upgraded-") and new != old
     from search.models import ProductEmbedding
 
@@ -453,8 +455,8 @@ def test_text_model_upgrade_switches_when_every_product_has_a_vector(settings, u
     embedders._instances.pop("text", None)
 
 
-def test_a_dead_broker_never_fails_an_upload(caplog):
-    """``image_index_later`` queues through ``_enqueue_safely``; here it meets a broker nobody answers."""
+def test_a_dead_broker_never_fails_an_upload(caplog, monkeypatch):
+    """``image_index_later`` queues through ``enqueue.send``; here it meets a broker nobody answers."""
     from celery import Celery
 
     # Not set as current: shared tasks elsewhere must keep using the real app.
@@ -464,8 +466,9 @@ def test_a_dead_broker_never_fails_an_upload(caplog):
     def noop(*args):  # type: ignore[no-untyped-def]
         return args
 
+    monkeypatch.setattr(enqueue, "current_app", dead)
     started = time.monotonic()
-    services._enqueue_safely(noop, 1, "pixels")  # must not raise
+    enqueue.send("dead.noop", 1, "pixels")  # must not raise
     assert "could not queue dead.noop" in caplog.text
     assert time.monotonic() - started < 10
 
@@ -473,8 +476,8 @@ def test_a_dead_broker_never_fails_an_upload(caplog):
 def test_images_whose_enqueue_failed_are_found_by_the_sweep(use_spaces):
     use_spaces("pixels")
     image = add_image(ProductFactory())  # in this test transaction nothing is ever queued
-    assert services.space_counts("pixels").missing == 1
-    assert services.sweep(spaces=["pixels"]) == {"pixels": 1}
+    assert versions.space_counts("pixels").missing == 1
+    assert sweep.sweep(spaces=["pixels"]) == {"pixels": 1}
     assert image.pk
 
 
@@ -535,14 +538,14 @@ def test_bulk_runs_batches_side_by_side_and_keeps_each_vector_with_its_image(use
         out = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)).save(out, format="PNG")
         images.append(catalog_services.product_image_add(product=ProductFactory(), file=out.getvalue()))
-    result = services.images_embed_bulk(space="pixels", batch_size=2)
+    result = bulk.images_embed_bulk(space="pixels", batch_size=2)
     embedder = embedders.get("pixels")
     assert embedder.streams == streams and SlowPixels.most == streams
     assert result.processed == 9
     stored = {row.image_id: np.asarray(row.vector.to_list() if hasattr(row.vector, "to_list") else row.vector)
               for row in ImageEmbedding.objects.filter(space="pixels", status="ok")}  # fmt: skip
     for image in images:
-        alone = embedder.encode_batch([embedder.preprocess(services.load_image_rgb(image, embedder))])[0]
+        alone = embedder.encode_batch([embedder.preprocess(sources.load_image_rgb(image, embedder))])[0]
         assert float(stored[image.pk] @ alone) > 0.9999, image.pk
         others = [float(stored[other.pk] @ alone) for other in images if other.pk != image.pk]
         assert max(others) < 0.5  # so a vector stored under the wrong image could not pass

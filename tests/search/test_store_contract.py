@@ -18,8 +18,9 @@ from django.urls import reverse
 
 from catalog import services as catalog_services
 from catalog.models import Product, ProductImage
-from search import selectors, services
+from search.indexing import enqueue, versions
 from search.models import ImageEmbedding, ProductEmbedding
+from search.querying import similar
 from search.vectorstores import Filters, VectorStore
 from tests.factories import CategoryFactory, ProductFactory, add_image
 from tests.search.workers import take_queued
@@ -93,7 +94,7 @@ def _catalogue(store: VectorStore, n: int = 48, seed: int = 3) -> Catalogue:
                                  is_active=i % 8 != 7)  # fmt: skip
         images.append(add_image(product, color=(i * 5 % 255, 40, 90)))
     vectors = _unit(np.random.default_rng(seed), n)
-    services.version_register(space=SPACE, version=VERSION, dimension=DIM)
+    versions.version_register(space=SPACE, version=VERSION, dimension=DIM)
     store.upsert_images(space=SPACE, version=VERSION, items=list(zip([i.pk for i in images], vectors, strict=True)))
     return Catalogue(images=images, vectors=vectors)
 
@@ -193,7 +194,7 @@ def test_product_changes_reach_the_store(vector_store, django_capture_on_commit_
         moved = catalogue.product(1)
         moved.price, moved.stock, moved.category = Decimal("500"), 0, catalogue.product(3).category
         moved.save()
-        services.products_changed(product_ids=[moved.pk])
+        enqueue.products_changed(product_ids=[moved.pk])
     check()
     hidden = [catalogue.product(i).pk for i in (2, 5)]
     with django_capture_on_commit_callbacks(execute=True):
@@ -216,8 +217,8 @@ def test_a_large_change_reaches_the_store_through_the_worker_in_chunks(
 ):
     from search.tasks import products_sync_task
 
-    monkeypatch.setattr(services, "SYNC_INLINE_MAX", 3)
-    monkeypatch.setattr(services, "SYNC_TASK_CHUNK", 2)
+    monkeypatch.setattr(enqueue, "SYNC_INLINE_MAX", 3)
+    monkeypatch.setattr(enqueue, "SYNC_TASK_CHUNK", 2)
     catalogue = _catalogue(vector_store, n=5)
     query = _unit(np.random.default_rng(4), 1)[0]
     cheap = Filters(price_max=Decimal("100"))
@@ -227,7 +228,7 @@ def test_a_large_change_reaches_the_store_through_the_worker_in_chunks(
     ids = sorted(catalogue.product(i).pk for i in range(5))
     with django_capture_on_commit_callbacks(execute=True):
         Product.objects.filter(pk__in=ids).update(price=Decimal("500"))
-        services.products_changed(product_ids=ids)
+        enqueue.products_changed(product_ids=ids)
     queued = [args[0] for name, args in take_queued() if name == "search.tasks.products_sync_task"]
     if not vector_store.mirrors_catalog:  # pgvector joins the live rows: nothing to queue, nothing stale
         assert queued == [] and _search(vector_store, query, 5, filters=cheap) == []
@@ -268,8 +269,8 @@ def test_switching_store_is_a_setting_and_a_rebuild(settings, tmp_path):
         call_command("vectorstore_rebuild", stdout=StringIO())
         assert _search(milvus, query, 5) == catalogue.expected(query, 5)
         product = catalogue.product(3)
-        version = selectors.image_space_version(SPACE)
-        hits = selectors.similar_products(product=product, k=4, version=version)
+        version = similar.image_space_version(SPACE)
+        hits = similar.similar_products(product=product, k=4, version=version)
         assert [h.image_id for h in hits] == catalogue.expected(query, 4, exclude=product.pk)
     finally:
         milvus.close()  # type: ignore[attr-defined]
@@ -280,7 +281,7 @@ def test_text_space_products_with_filters(vector_store):
     shoes, hats = CategoryFactory(name="Shoes", slug="shoes"), CategoryFactory(name="Hats", slug="hats")
     products = [ProductFactory(category=shoes if i % 2 else hats, price=Decimal(i + 1)) for i in range(20)]
     vectors = _unit(np.random.default_rng(8), 20)
-    services.version_register(space="text", version="contract-text", dimension=DIM)
+    versions.version_register(space="text", version="contract-text", dimension=DIM)
     items = [(p.pk, v, f"hash-{p.pk}") for p, v in zip(products, vectors, strict=True)]
     vector_store.upsert_products(space="text", version="contract-text", items=items)
     vector_store.upsert_products(space="text", version="contract-text", items=items[:3])  # idempotent
@@ -298,16 +299,16 @@ def test_text_space_products_with_filters(vector_store):
 def test_the_bulk_seed_copies_then_indexes_and_serves_similar_products(vector_store):
     """``seed_synthetic`` loads by binary COPY into a fresh version, then builds the index (or the Milvus
     collection) once; similar products then match brute force over what Postgres holds."""
-    from search.benchmarks import seed_synthetic
+    from search.lab.benchmarks.synthetic import seed_synthetic
 
     seeded = seed_synthetic(count=600, dimension=DIM, space="clip", clusters=12, categories=4)
-    version = selectors.image_space_version("clip")
+    version = similar.image_space_version("clip")
     rows = list(ImageEmbedding.objects.filter(space="clip", model_version=version.version)
                 .values_list("image_id", "image__product_id", "vector"))  # fmt: skip
     assert len(rows) == 600 and seeded["version"] == version.version
     vectors = np.stack([np.asarray(r[2]) for r in rows])
     product = Product.objects.get(pk=rows[17][1])
-    hits = selectors.similar_products(product=product, k=5, version=version)
+    hits = similar.similar_products(product=product, k=5, version=version)
     order = [i for i in np.argsort(-(vectors @ vectors[17])) if rows[i][1] != product.pk][:5]
     assert [h.image_id for h in hits] == [rows[i][0] for i in order]
 

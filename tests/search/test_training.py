@@ -12,10 +12,12 @@ from django.core.management import call_command
 from PIL import Image
 
 from catalog.models import Product
-from search import embedders, selectors, services
+from search import embedders
 from search.embedders.simclr import SimCLREmbedder, fine_tuned_base, latest_trained_checkpoint, load_checkpoint
+from search.indexing import jobs
+from search.lab.training import nt_xent_loss
 from search.models import ReindexJob, SpaceVersion
-from search.training import nt_xent_loss
+from search.querying import similar
 from tests.factories import CategoryFactory, ProductFactory, add_image
 from tests.imagefactory import image_bytes
 
@@ -104,9 +106,9 @@ def test_a_tiny_training_run_is_served_by_the_simclr_space_and_replaces_the_old_
     states = dict(SpaceVersion.objects.filter(space="simclr").values_list("version", "state"))
     assert states == {active.version: "active", new_version: "building"}
     product = Product.objects.filter(category=reds).first()
-    assert selectors.similar_products(product=product, k=2, space="simclr")  # still answered by the old version
+    assert similar.similar_products(product=product, k=2, space="simclr")  # still answered by the old version
     (job,) = ReindexJob.objects.filter(space="simclr")
-    assert services.reindex_job_run(job_id=job.pk).status == "done"  # what the worker runs
+    assert jobs.reindex_job_run(job_id=job.pk).status == "done"  # what the worker runs
     states = dict(SpaceVersion.objects.filter(space="simclr").values_list("version", "state"))
     assert states == {active.version: "retired", new_version: "active"}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from catalog import services as catalog_services
-from search import services
+from search.indexing import jobs
 from search.models import ImageEmbedding, ReindexJob
 from tests.imagefactory import image_bytes
 from tests.search.workers import Worker, wait_for
@@ -83,7 +83,7 @@ def test_worker_killed_mid_reindex_another_worker_finishes_the_job_each_image_on
            "VITRINE_TASK_VISIBILITY_TIMEOUT_S": "5"}  # fmt: skip
     first = Worker(home=settings.VITRINE_HOME, media_root=_media_root, spaces="stall", env=env, name="first")
     try:
-        job = services.reindex_job_create(space="stall")
+        job = jobs.reindex_job_create(space="stall")
         _stalled_pid(stall_space["MARKER"])
         job.refresh_from_db()
         # Chunks are planned a window (2) ahead of the workers, not all at the start.

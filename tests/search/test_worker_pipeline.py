@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from catalog import services as catalog_services
-from search import selectors
 from search.models import ImageEmbedding, ProductEmbedding, SpaceState
+from search.querying import similar
 from tests.imagefactory import image_bytes
 from tests.search.workers import Worker, wait_for
 
@@ -39,7 +39,7 @@ def test_upload_is_embedded_by_the_worker_and_becomes_searchable(worker):
     wait_for(lambda: ProductEmbedding.objects.filter(product__in=[product, other], space="text").count() == 2)
     # The worker's probe recorded what it could load.
     wait_for(lambda: SpaceState.objects.filter(key__in=SPACES.split(","), available=True).count() == 3)
-    hits = selectors.similar_products(product=product, k=5, space="cnn")
+    hits = similar.similar_products(product=product, k=5, space="cnn")
     assert [h.product_id for h in hits] == [other.pk]
 
 

@@ -9,9 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from search.evaluation import (
+from search.lab.evaluation import (
     BadQueryFile,
-    EvaluationResult,
     NothingToEvaluate,
     Skipped,
     StartComparison,
@@ -22,6 +21,7 @@ from search.evaluation import (
     text_queries_read,
     text_spaces_for_queries,
 )
+from search.lab.metrics import EvaluationResult
 
 
 class Command(BaseCommand):
@@ -76,7 +76,7 @@ class Command(BaseCommand):
                     skipped.append(Skipped(space=f"{key} (text queries)", reason=str(exc)))
         comparisons = [c for c in (compare_with_start(r, results) for r in results) if c is not None]
         if report is not None:
-            from search.evaluation_report import report_write
+            from search.lab.report import report_write
 
             page = report_write(directory=report, k=k, results=results, skipped=skipped, text_results=text_results,
                                 comparisons=comparisons)  # fmt: skip

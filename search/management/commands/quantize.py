@@ -11,8 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from search.embedders import SpaceUnavailable
-from search.evaluation import NothingToEvaluate
-from search.quantization import space_quantize
+from search.lab.evaluation import NothingToEvaluate
+from search.lab.quantization import space_quantize
 
 
 class Command(BaseCommand):

@@ -11,8 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from catalog.models import Product, ProductImage
-from search import embedders, services
+from search import embedders
 from search.embedders import SpaceUnavailable
+from search.indexing import bulk, jobs
 
 
 class Command(BaseCommand):
@@ -35,7 +36,7 @@ class Command(BaseCommand):
             raise CommandError(f"the {space} space is not enabled (VITRINE_ENABLED_SPACES)")
         if not sync:
             for key in spaces:
-                job = services.reindex_job_create(space=key, missing_only=missing_only)
+                job = jobs.reindex_job_create(space=key, missing_only=missing_only)
                 self.stdout.write(f"queued reindex job #{job.pk} for {key}")
             self.stdout.write("A Celery worker runs them; progress is on the admin's Reindex jobs page.")
             return
@@ -47,9 +48,9 @@ class Command(BaseCommand):
             started = time.perf_counter()
             try:
                 if text:
-                    result = services.products_embed_bulk(space=key, missing_only=missing_only, progress=bar.update)
+                    result = bulk.products_embed_bulk(space=key, missing_only=missing_only, progress=bar.update)
                 else:
-                    result = services.images_embed_bulk(space=key, missing_only=missing_only, batch_size=batch_size,
+                    result = bulk.images_embed_bulk(space=key, missing_only=missing_only, batch_size=batch_size,
                                                         progress=bar.update)  # fmt: skip
             except SpaceUnavailable as exc:
                 bar.close()

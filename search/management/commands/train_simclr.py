@@ -9,10 +9,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from catalog.models import ProductImage
-from search import embedders, services
+from search import embedders
 from search.embedders import SpaceUnavailable
-from search.evaluation import NothingToEvaluate, compare_with_start, evaluate_space
-from search.training import BASES, TrainingError, simclr_train
+from search.indexing import bulk, jobs, versions
+from search.lab.evaluation import NothingToEvaluate, compare_with_start, evaluate_space
+from search.lab.training import BASES, TrainingError, simclr_train
 
 
 class Command(BaseCommand):
@@ -70,7 +71,7 @@ class Command(BaseCommand):
                                                  "no reindex"))  # fmt: skip
             return
         try:
-            embedder = services.space_load("simclr")
+            embedder = versions.space_load("simclr")
         except SpaceUnavailable as exc:
             raise CommandError(f"the simclr space cannot load the new checkpoint: {exc.reason}") from None
         if embedder.version != result.version:
@@ -79,14 +80,14 @@ class Command(BaseCommand):
                 "names a checkpoint explicitly; unset it to serve the newest trained one. No reindex."))  # fmt: skip
             return
         if not sync:
-            job = services.reindex_job_create(space="simclr")
+            job = jobs.reindex_job_create(space="simclr")
             self.stdout.write(f"queued reindex job #{job.pk} for simclr ({result.version}); search switches to it "
                               "when every image has a vector")  # fmt: skip
             return
         bar = tqdm(total=ProductImage.objects.count(), unit="img", desc="reindex simclr", file=sys.stderr,
                    disable=no_progress or None, dynamic_ncols=True)  # fmt: skip
         with bar:
-            done = services.images_embed_bulk(space="simclr", progress=bar.update)
+            done = bulk.images_embed_bulk(space="simclr", progress=bar.update)
         self.stdout.write(f"simclr: {done.processed} embedded, {done.failed} failed")
         try:
             evaluated = evaluate_space(space="simclr", k=k)

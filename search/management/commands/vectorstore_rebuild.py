@@ -13,7 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from search import services
+from search.indexing import bulk
 
 
 class Command(BaseCommand):
@@ -29,5 +29,5 @@ class Command(BaseCommand):
         def report(label: str, n: int) -> None:
             self.stdout.write(f"{label}: {n} vectors in the store ({time.perf_counter() - started:.1f} s)")
 
-        loaded = services.vectorstore_rebuild(spaces=space, progress=report)
+        loaded = bulk.vectorstore_rebuild(spaces=space, progress=report)
         self.stdout.write(self.style.SUCCESS(f"rebuilt {len(loaded)} version(s) into {settings.VITRINE_VECTOR_STORE}"))

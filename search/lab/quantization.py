@@ -17,9 +17,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from search import embedders, services
+from search import embedders
 from search.embedders import Embedder, SpaceUnavailable, runtime
-from search.evaluation import evaluate_space
+from search.indexing import bulk, versions
+from search.lab.evaluation import evaluate_space
 from search.models import SpaceVersion
 from search.vectorstores import get_store
 
@@ -78,7 +79,7 @@ def space_quantize(*, space: str, max_drop: float = 0.01, k: int = 5,
     for embedder in (fp32, int8):
         started = time.perf_counter()
         # fp32 first and activated as usual (it is what the space serves until now); int8 stays building.
-        result = services.images_embed_bulk(space=space, embedder=embedder, missing_only=True, progress=progress,
+        result = bulk.images_embed_bulk(space=space, embedder=embedder, missing_only=True, progress=progress,
                                             activate=embedder is fp32)  # fmt: skip
         rates[embedder.version] = result.processed / max(time.perf_counter() - started, 1e-9)
     quality_fp32 = evaluate_space(space=space, k=k, version_name=fp32.version)
@@ -92,7 +93,7 @@ def space_quantize(*, space: str, max_drop: float = 0.01, k: int = 5,
     )  # fmt: skip
     runtime.quantization_record(space=space, decision=decision.as_dict())
     if decision.accepted:
-        services.version_activate_if_complete(space=space)
+        versions.version_activate_if_complete(space=space)
     else:
         _discard(space=space, version=int8.version)
     # This process's configured instance loads again and picks the decision up.

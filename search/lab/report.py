@@ -18,7 +18,8 @@ from django.utils.safestring import SafeString, mark_safe
 from PIL import Image, UnidentifiedImageError
 
 from catalog.models import Product, ProductImage
-from search.evaluation import EvaluationResult, QueryOutcome, Skipped, StartComparison
+from search.lab.evaluation import Skipped, StartComparison
+from search.lab.metrics import EvaluationResult, QueryOutcome
 
 logger = logging.getLogger(__name__)
 

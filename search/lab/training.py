@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 from catalog.models import ProductImage
 from search.embedders.base import SpaceUnavailable
 from search.embedders.simclr import TRAINED_PREFIX, TRAINED_SUFFIX, encoder_features, trained_dir
+from search.indexing.sources import ImageUnreadable, load_image_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ def base_model(base: str) -> BaseModel:
 
 def training_images(*, limit: int | None, side: int) -> tuple[list[Image.Image], int]:
     """The catalogue's images padded to white squares of ``side`` px (kept in memory), and how many were unreadable."""
-    from search.services import ImageUnreadable, load_image_rgb
-
     rows = ProductImage.objects.only("id", "file").order_by("id")
     images: list[Image.Image] = []
     unreadable = 0
