@@ -7,6 +7,7 @@ import itertools
 import struct
 import zlib
 
+import numpy as np
 from PIL import Image
 
 _counter = itertools.count(1)
@@ -58,4 +59,77 @@ def real_100mp_png() -> bytes:
     """A genuine 10,000×10,000 PNG (1-bit, so it is cheap to make)."""
     out = io.BytesIO()
     Image.new("1", (10_000, 10_000), 1).save(out, format="PNG")
+    return out.getvalue()
+
+
+# --- hostile files: small on the wire, expensive to decode or carrying more than pixels ----------------
+
+
+def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each segment of a JPEG; a scan's segment runs to the end of its coded data."""
+    found, i = [], 2
+    while i < len(data):
+        while data[i] == 0xFF:
+            i += 1
+        marker = data[i]
+        i += 1
+        if marker == 0xD9:
+            found.append((marker, i - 2, i))
+            break
+        end = i + struct.unpack(">H", data[i : i + 2])[0]
+        if marker == 0xDA:
+            while True:
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        found.append((marker, i - 2, end))
+        i = end
+    return found
+
+
+def progressive_jpeg_many_scans(*, side: int = 4000, scans: int = 5000) -> bytes:
+    """A progressive JPEG whose smallest scan (with its Huffman table) is repeated ``scans`` times: each
+    copy is a few dozen bytes on the wire and a full pass over every block for the decoder."""
+    pixels = (np.random.default_rng(7).random((side, side, 3)) * 40 + 100).astype("uint8")
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", progressive=True, quality=50)
+    data = out.getvalue()
+    segments = jpeg_segments(data)
+    tiny = min((s for s in segments if s[0] == 0xDA), key=lambda s: s[2] - s[1])
+    table = segments[segments.index(tiny) - 1]
+    repeated = data[table[1] : table[2]] + data[tiny[1] : tiny[2]]
+    eoi = segments[-1][1]
+    return data[:eoi] + repeated * scans + data[eoi:]
+
+
+def jpeg_with_app1_segments(*, count: int = 300) -> bytes:
+    """A small JPEG after ``count`` full-size APP1 segments (about 64 KB each): megabytes of metadata."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 20, 160)).save(out, format="JPEG")
+    data = out.getvalue()
+    body = b"http://ns.adobe.com/xap/1.0/\x00" + b"<x:xmpmeta>" + b"a" * 65_000
+    app1 = b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    return data[:2] + app1 * count + data[2:]
+
+
+def png_16bit(*, side: int = 6300, color_type: int = 2) -> bytes:
+    """A ``side``×``side`` 16-bit PNG (RGB, or grey with ``color_type=0``) of one colour: tiny compressed."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    channels = {0: 1, 2: 3}[color_type]
+    row = b"\x00" + b"\x40\x00" * channels * side
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 16, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def one_colour(fmt: str, *, side: int = 6300, mode: str = "RGBA") -> bytes:
+    """A big image of one colour in ``fmt`` (PNG RGBA, GIF…): compresses to almost nothing."""
+    out = io.BytesIO()
+    Image.new(mode, (side, side), (30, 60, 90, 255) if mode == "RGBA" else 3).save(out, format=fmt)
     return out.getvalue()
