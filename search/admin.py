@@ -6,6 +6,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -77,7 +79,11 @@ class SpaceStateAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:  # fmt: skip
-        state = get_object_or_404(SpaceState, pk=object_id)
+        state = self.get_object(request, unquote(object_id))  # None for an id that is not one, not a 500
+        if state is None:
+            return self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
+        if not self.has_view_or_change_permission(request, state):
+            raise PermissionDenied
         jobs = list(ReindexJob.objects.filter(space=state.key)[:10])
         running = any(job.status in (ReindexJob.Status.QUEUED, ReindexJob.Status.RUNNING) for job in jobs)
         context = {

@@ -160,6 +160,8 @@ VITRINE_RATE_LIMITS = {
     "photo": env_int("VITRINE_RATE_LIMIT_PHOTO", 30),
 }
 VITRINE_TRUSTED_PROXY_HEADER = env("VITRINE_TRUSTED_PROXY_HEADER", "")
+# /readyz shows its checks (worker names, model errors) to staff and to probes sending this bearer token.
+VITRINE_READYZ_TOKEN = str(env("VITRINE_READYZ_TOKEN", ""))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

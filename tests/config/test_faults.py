@@ -25,9 +25,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _get(url: str) -> tuple[int, str]:
+def _get(url: str, token: str = "") -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=15) as response:
+        with urllib.request.urlopen(request, timeout=15) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -37,7 +38,7 @@ def test_web_app_recovers_when_postgres_restarts_and_readyz_names_a_broken_space
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
     env.update(VITRINE_HOME=str(home), DJANGO_SETTINGS_MODULE="config.settings.local", DEBUG="false",
-               VITRINE_SIMCLR_CHECKPOINT=str(tmp_path / "gone.ckpt"))  # fmt: skip
+               VITRINE_SIMCLR_CHECKPOINT=str(tmp_path / "gone.ckpt"), VITRINE_READYZ_TOKEN="probe-token")  # fmt: skip
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=300)  # fmt: skip
     # A worker that tried the simclr space recorded why it is down (its weights are missing).
@@ -59,8 +60,9 @@ def test_web_app_recovers_when_postgres_restarts_and_readyz_names_a_broken_space
             except OSError:
                 time.sleep(0.3)
         assert _get(url + "/")[0] == 200
-        status, body = _get(url + "/readyz")
+        status, body = _get(url + "/readyz", token="probe-token")
         assert status == 200 and '"simclr": {"available": false' in body and "gone.ckpt" in body
+        assert _get(url + "/readyz") == (200, '{"ready": true}')  # no token, no details
 
         postgres = embedded.postgres(home)
         before = postgres._postmaster().pid
