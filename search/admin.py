@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -81,7 +81,7 @@ class SpaceStateAdmin(admin.ModelAdmin):
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:  # fmt: skip
         state = self.get_object(request, unquote(object_id))  # None for an id that is not one, not a 500
         if state is None:
-            return self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
+            raise Http404(f"No embedding space with id {object_id[:40]!r}")
         if not self.has_view_or_change_permission(request, state):
             raise PermissionDenied
         jobs = list(ReindexJob.objects.filter(space=state.key)[:10])
