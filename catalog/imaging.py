@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 # A truncated file is an error, never a half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -24,6 +24,10 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF"}
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif"}
+# libjpeg refuses a side longer than this ("broken data stream when writing image file"): such images are
+# stored as PNG.
+JPEG_MAX_SIDE = 65_500
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 class ImageRejected(ValueError):
@@ -46,9 +50,21 @@ class InspectedImage:
     rgb: Image.Image = field(repr=False)
     decoded: Image.Image | None = field(default=None, repr=False)
 
+    copies: StoredCopies | None = field(default=None, repr=False)  # set once encoded (stored_copies)
+
     @property
     def extension(self) -> str:
         return EXTENSIONS[self.format]
+
+
+@dataclass
+class StoredCopies:
+    """The bytes the shop stores for an image: pixels only, re-encoded."""
+
+    original: bytes
+    extension: str  # of the original: "jpg" or "png"
+    thumbnail: bytes
+    display: bytes
 
 
 def sha256(data: bytes) -> str:
@@ -118,6 +134,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     # A broken EXIF block costs the orientation, not the image.
     with contextlib.suppress(OSError, ValueError, SyntaxError, KeyError, TypeError):
         image = ImageOps.exif_transpose(image)
+    image = to_srgb(image)
     mode = image.mode
     if mode in {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}:
         array = np.asarray(image, dtype=np.float64)
@@ -138,6 +155,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # CMYK, L, 1, P, YCbCr, LAB, HSV
 
 
+def to_srgb(image: Image.Image) -> Image.Image:
+    """``image`` with its embedded colour profile applied (converted to sRGB), so that the profile can be
+    dropped without changing how the pixels look. Without a profile, or with one littlecms cannot use, the
+    pixels are taken as sRGB already, which is what browsers do too."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in {"LA", "PA", "La", "RGBa"}:
+        image = image.convert("RGBA")
+    if image.mode not in {"RGB", "RGBA", "CMYK", "L"}:
+        return image  # 16-bit and float modes: littlecms has no transform for Pillow's layouts
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        output = "RGBA" if image.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=output)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+    assert converted is not None
+    converted.info.pop("icc_profile", None)
+    return converted
+
+
 def open_rgb(data: bytes, *, long_side: int = 0, short_side: int = 0) -> Image.Image:
     """Decode stored, already-validated bytes to normalised RGB (for embeddings).
 
@@ -156,25 +197,50 @@ def open_rgb(data: bytes, *, long_side: int = 0, short_side: int = 0) -> Image.I
     return to_rgb(image)
 
 
+def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    """``image``'s pixels in ``fmt`` and nothing else. Pillow writes some of ``image.info`` back out on its own
+    (a JPEG or GIF comment, a PNG's ICC profile), so the copy saved has none; an encoder's refusal becomes the
+    file's reason."""
+    image.info = {}
+    out = io.BytesIO()
+    try:
+        image.save(out, format=fmt, **options)
+    except (OSError, ValueError) as exc:
+        raise ImageRejected(f"the image cannot be stored as {fmt} ({exc})") from None
+    return out.getvalue()
+
+
 def reencode(image: Image.Image) -> tuple[bytes, str]:
     """The copy the shop stores: re-encoded from decoded pixels, so nothing but pixels survives
-    (no metadata, no trailing payloads, no polyglot tricks). Upright; PNG when there is
-    transparency, else high-quality JPEG. Returns (bytes, extension)."""
+    (no metadata, no colour profile once applied, no trailing payloads, no polyglot tricks). Upright; PNG
+    when there is transparency or a side too long for JPEG, else high-quality JPEG. Returns (bytes, extension)."""
     with contextlib.suppress(OSError, ValueError, SyntaxError, KeyError, TypeError):
         image = ImageOps.exif_transpose(image)
     has_alpha = image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info)
-    out = io.BytesIO()
     if has_alpha:
-        image.convert("RGBA").save(out, format="PNG", optimize=True)
-        return out.getvalue(), "png"
-    to_rgb(image).save(out, format="JPEG", quality=95, optimize=True)
-    return out.getvalue(), "jpg"
+        return _encode(to_srgb(image).convert("RGBA"), "PNG", optimize=True), "png"
+    rgb = to_rgb(image)
+    if max(rgb.size) > JPEG_MAX_SIDE:
+        return _encode(rgb, "PNG", optimize=True), "png"
+    return _encode(rgb, "JPEG", quality=95, optimize=True), "jpg"
 
 
 def derivative_jpeg(rgb: Image.Image, *, max_side: int, quality: int = 85) -> bytes:
     """A JPEG no larger than ``max_side`` on its longest side (never upscaled)."""
     copy = rgb.copy()
-    copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    copy.save(out, format="JPEG", quality=quality, optimize=True, progressive=True)
-    return out.getvalue()
+    side = min(max_side, JPEG_MAX_SIDE)
+    copy.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return _encode(copy, "JPEG", quality=quality, optimize=True, progressive=True)
+
+
+def stored_copies(image: InspectedImage, *, thumbnail_side: int, display_side: int) -> StoredCopies:
+    """Encode (once) what the shop stores of ``image``; raises :class:`ImageRejected` if it cannot be."""
+    if image.copies is None:
+        original, extension = reencode(image.decoded or image.rgb)
+        image.copies = StoredCopies(
+            original=original,
+            extension=extension,
+            thumbnail=derivative_jpeg(image.rgb, max_side=thumbnail_side),
+            display=derivative_jpeg(image.rgb, max_side=display_side),
+        )
+    return image.copies

@@ -206,6 +206,13 @@ def image_inspect(file: bytes | File) -> imaging.InspectedImage:
     )
 
 
+def image_copies(inspected: imaging.InspectedImage) -> imaging.StoredCopies:
+    """Encode what the shop stores of a validated image (raises :class:`ImageRejected` when it cannot be)."""
+    return imaging.stored_copies(
+        inspected, thumbnail_side=settings.VITRINE_THUMBNAIL_SIZE, display_side=settings.VITRINE_DISPLAY_SIZE
+    )
+
+
 def _store(name: str, data: bytes) -> str:
     if default_storage.exists(name):
         # Same content hash, same bytes: a leftover of an earlier failed attempt.
@@ -231,17 +238,13 @@ def product_image_add(
     if existing:
         raise DuplicateImage(existing)
 
-    clean, extension = imaging.reencode(inspected.decoded or inspected.rgb)
-    names = ProductImage.storage_names(inspected.checksum, extension)
+    copies = image_copies(inspected)
+    names = ProductImage.storage_names(inspected.checksum, copies.extension)
     stored: list[str] = []
     try:
-        stored.append(_store(names["file"], clean))
-        stored.append(
-            _store(names["thumbnail"], imaging.derivative_jpeg(inspected.rgb, max_side=settings.VITRINE_THUMBNAIL_SIZE))
-        )
-        stored.append(
-            _store(names["display"], imaging.derivative_jpeg(inspected.rgb, max_side=settings.VITRINE_DISPLAY_SIZE))
-        )
+        stored.append(_store(names["file"], copies.original))
+        stored.append(_store(names["thumbnail"], copies.thumbnail))
+        stored.append(_store(names["display"], copies.display))
         with transaction.atomic():
             siblings = ProductImage.objects.select_for_update().filter(product=product)
             has_primary = siblings.filter(is_primary=True).exists()

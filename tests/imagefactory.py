@@ -133,3 +133,71 @@ def one_colour(fmt: str, *, side: int = 6300, mode: str = "RGBA") -> bytes:
     out = io.BytesIO()
     Image.new(mode, (side, side), (30, 60, 90, 255) if mode == "RGBA" else 3).save(out, format=fmt)
     return out.getvalue()
+
+
+SCRIPT = b"<html><script>alert(document.domain)</script></html>"
+
+
+def icc_profile(*, swap_red_green: bool = False, description: bytes = b"Vitrine test profile") -> bytes:
+    """A small ICC v2 RGB display profile (sRGB's D50 colorants, gamma 2.2). ``swap_red_green`` makes its red
+    channel mean sRGB's green and the reverse, so converting from it visibly moves colours."""
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ \x00\x00\x00\x00" + s15(x) + s15(y) + s15(z)
+
+    red, green, blue = (0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)
+    if swap_red_green:
+        red, green = green, red
+    curve = b"curv\x00\x00\x00\x00" + struct.pack(">IH", 1, 0x0233) + b"\x00\x00"  # gamma 2.2 (u8Fixed8)
+    text = description + b"\x00"
+    desc = b"desc\x00\x00\x00\x00" + struct.pack(">I", len(text)) + text + b"\x00" * 12 + b"\x00" * 67
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*red)), (b"gXYZ", xyz(*green)),
+            (b"bXYZ", xyz(*blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]  # fmt: skip
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        data += b"\x00" * (-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\x00" * 12
+              + b"acsp" + b"\x00" * 24 + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249))  # fmt: skip
+    header += b"\x00" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def with_metadata(fmt: str, *, mode: str = "RGB", color: tuple[int, ...] = (200, 40, 40)) -> bytes:
+    """An image in ``fmt`` carrying every kind of metadata the format lets Pillow write, each with a script."""
+    from PIL import PngImagePlugin
+
+    image = Image.new(mode, (96, 64), color)
+    image.putpixel((0, 0), tuple((next(_counter) >> (8 * i)) % 256 for i in range(len(mode))))
+    exif = Image.Exif()
+    exif[0x010E] = SCRIPT.decode()  # ImageDescription
+    options: dict[str, object] = {"exif": exif.tobytes(), "icc_profile": icc_profile(description=SCRIPT)}
+    if fmt == "JPEG":
+        options.update(comment=SCRIPT, xmp=SCRIPT)
+    elif fmt == "PNG":
+        text = PngImagePlugin.PngInfo()
+        text.add_text("Comment", SCRIPT.decode())
+        text.add_text("Description", SCRIPT.decode(), zip=True)
+        text.add_itxt("XML:com.adobe.xmp", SCRIPT.decode())
+        options["pnginfo"] = text
+    elif fmt == "GIF":
+        image = image.convert("P")
+        options = {"comment": SCRIPT}
+    elif fmt == "WEBP":
+        options["xmp"] = SCRIPT
+    out = io.BytesIO()
+    image.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def long_png(*, width: int = 1, height: int = 70_000) -> bytes:
+    """A valid PNG with a side longer than JPEG can hold (65,500 px): a few hundred bytes."""
+    out = io.BytesIO()
+    Image.new("L", (width, height), 128).save(out, format="PNG")
+    return out.getvalue()
