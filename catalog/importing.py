@@ -164,10 +164,7 @@ def import_item(item: ImportItem) -> FileOutcome:
     try:
         size = item.path.stat().st_size
         if size > settings.VITRINE_MAX_UPLOAD_BYTES:
-            raise ImageRejected(
-                f"the file is {size / 1_048_576:.1f} MB; the limit is "
-                f"{settings.VITRINE_MAX_UPLOAD_BYTES / 1_048_576:.0f} MB"
-            )
+            raise imaging.too_big(size, settings.VITRINE_MAX_UPLOAD_BYTES)
         data = item.path.read_bytes()
         existing = ProductImage.objects.select_related("product").filter(checksum=imaging.sha256(data)).first()
         if existing:

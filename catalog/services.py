@@ -41,6 +41,7 @@ __all__ = [
     "product_saved",
     "products_create_from_uploads",
     "products_update",
+    "query_image_inspect",
     "title_from_filename",
 ]
 
@@ -188,21 +189,39 @@ def categories_delete(*, category_ids: Sequence[int]) -> None:
 # --- images ----------------------------------------------------------------------------
 
 
-def _read(file: bytes | File) -> bytes:
+# A photo query is shrunk to this many pixels on its short side: every model sees 224 or fewer.
+QUERY_DECODE_SIDE = 512
+
+
+def _read(file: bytes | File, limit: int) -> bytes:
     if isinstance(file, bytes):
         return file
     size = getattr(file, "size", None)
-    limit = settings.VITRINE_MAX_UPLOAD_BYTES
     if size is not None and size > limit:
-        raise ImageRejected(f"the file is {size / 1_048_576:.1f} MB; the limit is {limit / 1_048_576:.0f} MB")
+        raise imaging.too_big(size, limit)
     file.seek(0)
     return file.read(limit + 1)
 
 
 def image_inspect(file: bytes | File) -> imaging.InspectedImage:
     """Validate an incoming file with the shop's limits (raises :class:`ImageRejected`)."""
+    limit = settings.VITRINE_MAX_UPLOAD_BYTES
+    return imaging.inspect(_read(file, limit), max_pixels=settings.VITRINE_MAX_IMAGE_PIXELS, max_bytes=limit,
+                           max_scans=settings.VITRINE_MAX_JPEG_SCANS)  # fmt: skip
+
+
+def query_image_inspect(file: bytes | File) -> imaging.InspectedImage:
+    """Validate a shopper's photo query (raises :class:`ImageRejected`): anyone may send one, so its limits
+    are far tighter than staff uploads' (``VITRINE_PHOTO_MAX_BYTES``, ``VITRINE_PHOTO_MAX_PIXELS``, a decode
+    budget of ``VITRINE_PHOTO_DECODE_BUDGET_S``), and it is decoded only as large as a model needs."""
+    limit = settings.VITRINE_PHOTO_MAX_BYTES
     return imaging.inspect(
-        _read(file), max_pixels=settings.VITRINE_MAX_IMAGE_PIXELS, max_bytes=settings.VITRINE_MAX_UPLOAD_BYTES
+        _read(file, limit),
+        max_pixels=settings.VITRINE_PHOTO_MAX_PIXELS,
+        max_bytes=limit,
+        max_scans=settings.VITRINE_MAX_JPEG_SCANS,
+        decode_side=QUERY_DECODE_SIDE,
+        budget_s=settings.VITRINE_PHOTO_DECODE_BUDGET_S,
     )
 
 

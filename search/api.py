@@ -19,7 +19,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog.models import Category, Product, price_limits
-from catalog.services import ImageRejected, image_inspect
+from catalog.services import ImageRejected, query_image_inspect
+from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
 from search.forms import MAX_QUERY_LENGTH
@@ -173,6 +174,7 @@ def search(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
+@upload_limit("VITRINE_PHOTO_MAX_BYTES")
 @csrf_exempt  # a read-only query: nothing is stored, no session is used
 @require_POST
 @rate_limited("photo")
@@ -183,7 +185,7 @@ def search_image(request: HttpRequest) -> dict[str, Any]:
         raise ApiError("send the photo as multipart form field 'image'")
     k, space, filters = _k(request), _space(request, embedders.IMAGE), _filters(request)
     try:
-        inspected = image_inspect(upload)
+        inspected = query_image_inspect(upload)
     except ImageRejected as exc:
         raise ApiError(f"image rejected: {exc.reason}") from None
     if _empty_range(filters):

@@ -87,6 +87,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF: its check reads the form, so the body must be judged first.
+    "config.middleware.UploadLimitsMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -207,6 +209,15 @@ VITRINE_CURRENCY = env("VITRINE_CURRENCY", "EUR")
 # Pillow's decompression-bomb threshold (about 179 megapixels).
 VITRINE_MAX_IMAGE_PIXELS = env_int("VITRINE_MAX_IMAGE_PIXELS", 40_000_000)
 VITRINE_MAX_UPLOAD_BYTES = env_int("VITRINE_MAX_UPLOAD_BYTES", 30 * 1024 * 1024)
+# A progressive JPEG normally has about ten scans; each costs a pass over the whole image however small it is.
+VITRINE_MAX_JPEG_SCANS = env_int("VITRINE_MAX_JPEG_SCANS", 100)
+# Search by photo is open to anyone: far tighter limits than staff uploads, and a wall-clock decode budget.
+VITRINE_PHOTO_MAX_BYTES = env_int("VITRINE_PHOTO_MAX_BYTES", 10 * 1024 * 1024)
+VITRINE_PHOTO_MAX_PIXELS = env_int("VITRINE_PHOTO_MAX_PIXELS", 16_000_000)
+VITRINE_PHOTO_DECODE_BUDGET_S = float(env("VITRINE_PHOTO_DECODE_BUDGET_S", "2") or 2)
+# Request bodies: refused from their Content-Length before a byte is read when over this (signed-in users;
+# anonymous ones may send DATA_UPLOAD_MAX_MEMORY_SIZE, photo searches VITRINE_PHOTO_MAX_BYTES and a form's worth).
+VITRINE_MAX_REQUEST_BYTES = env_int("VITRINE_MAX_REQUEST_BYTES", 1024 * 1024 * 1024)
 VITRINE_THUMBNAIL_SIZE = 400
 VITRINE_DISPLAY_SIZE = 1200
 VITRINE_PRODUCTS_PER_PAGE = env_int("VITRINE_PRODUCTS_PER_PAGE", 24)
