@@ -31,6 +31,7 @@ __all__ = [
     "categories_delete",
     "category_from_path",
     "category_get_or_create",
+    "category_levels",
     "category_saved",
     "product_add_uploads",
     "product_create",
@@ -92,12 +93,16 @@ def category_get_or_create(*, name: str, parent: Category | None = None) -> Cate
     return category
 
 
+def category_levels(path: str | Sequence[str]) -> list[str]:
+    """The names in "Clothing/Shirts" (or "Clothing > Shirts", or ``["Clothing", "Shirts"]``), whitespace tidied."""
+    parts = re.split(r"\s*[/>]\s*", path) if isinstance(path, str) else list(path)
+    return [p for p in (" ".join(part.split()) for part in parts) if p]
+
+
 def category_from_path(*, path: str | Sequence[str]) -> Category | None:
     """Resolve "Clothing/Shirts" (or ``["Clothing", "Shirts"]``), creating missing levels."""
-    parts = re.split(r"\s*[/>]\s*", path) if isinstance(path, str) else list(path)
-    parts = [p for p in (" ".join(part.split()) for part in parts) if p]
     parent: Category | None = None
-    for part in parts:
+    for part in category_levels(path):
         parent = category_get_or_create(name=part, parent=parent)
     return parent
 
