@@ -18,7 +18,8 @@ from django.db import DatabaseError, transaction
 from catalog import imaging, services
 from catalog.imaging import ImageRejected
 from catalog.models import Category, Product, ProductImage, price_limits
-from catalog.services import DuplicateImage, FileOutcome
+from catalog.services import DuplicateImage
+from catalog.uploads import FileOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -230,13 +231,16 @@ def import_item(item: ImportItem) -> FileOutcome:
             raise imaging.too_big(size, settings.VITRINE_MAX_UPLOAD_BYTES)
         data = item.path.read_bytes()
         existing = ProductImage.objects.select_related("product").filter(checksum=imaging.sha256(data)).first()
-        if existing:
+        if existing:  # the common case on a second run, answered before decoding anything
             raise DuplicateImage(existing)
         inspected = services.image_inspect(data)
         price = _parse_price(item.price)
         stock = _parse_stock(item.stock)
         with transaction.atomic():
-            product = Product.objects.filter(sku=item.sku).first() if item.sku else None
+            # Locks in a fixed order (checksum, SKU, categories): two imports of one folder or manifest wait
+            # for each other here, then find what the other created.
+            services.image_claim(checksum=inspected.checksum)
+            product = services.product_sku_claim(sku=item.sku) if item.sku else None
             if product is None:
                 category = services.category_from_path(path=item.category) if item.category else None
                 product = services.product_create(

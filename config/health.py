@@ -64,6 +64,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["broker"] = {"ok": False, "error": str(exc)[:200]}
         ready = False
     checks["workers"] = {"ok": bool(workers), "alive": workers}
+    status = 200 if ready else 503
+    if not _may_see_details(request):
+        return JsonResponse({"ready": ready}, status=status)
+    if checks["database"]["ok"]:
+        checks["media"] = _media_check()
     if checks["database"]["ok"] and apps.is_installed("search"):
         from search.models import SpaceState
 
@@ -73,10 +78,18 @@ def readyz(request: HttpRequest) -> JsonResponse:
                   "reason": states[key].reason if key in states else "not checked yet"}
             for key in settings.VITRINE_ENABLED_SPACES
         }  # fmt: skip
-    status = 200 if ready else 503
-    if not _may_see_details(request):
-        return JsonResponse({"ready": ready}, status=status)
     return JsonResponse({"ready": ready, "checks": checks}, status=status)
+
+
+def _media_check() -> dict[str, Any]:
+    """Image rows whose files are missing and files no row references (``manage.py media_check``), from an
+    audit at most five minutes old: it walks the media folders, too much for every probe."""
+    from catalog import media
+
+    audit = media.media_audit_recent(max_age_s=300)
+    return {"ok": not audit.missing, "missing_files": len(audit.missing), "orphan_files": len(audit.orphans),
+            "orphan_bytes": audit.orphan_bytes, "checked_at": audit.checked_at.isoformat(),
+            "missing": [vars(row) for row in audit.missing[:20]]}  # fmt: skip
 
 
 def wait_until_answers(url: str, *, timeout: float = 60.0, keep_waiting: Callable[[], bool] = lambda: True) -> bool:
