@@ -18,12 +18,7 @@ from catalog.models import Category, Product, ProductImage
 def _preview(image: ProductImage | None, size: int = 64) -> str:
     if image is None or not image.file:
         return "—"
-    return format_html(
-        '<img src="{}" alt="" style="max-width:{}px;max-height:{}px;object-fit:contain;background:#fff">',
-        image.thumbnail_url,
-        size,
-        size,
-    )
+    return format_html('<img src="{}" alt="" class="vt-thumb vt-thumb-{}">', image.thumbnail_url, size)
 
 
 @admin.register(Category)

@@ -33,6 +33,26 @@ class RejectNulBytesMiddleware:
         return self.get_response(request)
 
 
+class SecurityHeadersMiddleware:
+    """``Content-Security-Policy`` and ``Permissions-Policy`` on every response, from ``VITRINE_CSP`` and
+    ``VITRINE_PERMISSIONS_POLICY`` (an empty value leaves the header out). The shop's pages run only their
+    own script files and style sheets, so the default policy allows no inline script or style at all.
+    With DEBUG on, Django's error pages (inline styles and scripts) are left without it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if settings.DEBUG and response.status_code >= 400:
+            return response
+        for header, value in (("Content-Security-Policy", settings.VITRINE_CSP),
+                              ("Permissions-Policy", settings.VITRINE_PERMISSIONS_POLICY)):  # fmt: skip
+            if value and header not in response:
+                response[header] = value
+        return response
+
+
 def upload_limit(setting: str) -> Callable[[View], View]:
     """Declare that a view takes one file of at most ``settings.<setting>`` bytes (read per request): a body
     longer than that and a form's overhead is refused before it is read (see :class:`UploadLimitsMiddleware`)."""

@@ -115,16 +115,21 @@ class Server:
         head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
                 "Content-Type: application/octet-stream\r\n\r\n").encode()  # fmt: skip
         tail = f"\r\n--{boundary}--\r\n".encode()
+        body = memoryview(head + data + tail)
         started = time.perf_counter()
         with socket.create_connection(("127.0.0.1", self.port), timeout=600) as sock:
             sock.sendall((f"POST /api/search/image?k=5 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
                           f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                          f"Content-Length: {len(head) + len(data) + len(tail)}\r\n\r\n").encode())  # fmt: skip
-            body = io.BytesIO(head + data + tail)
+                          f"Content-Length: {len(body)}\r\n\r\n").encode())  # fmt: skip
+            sent = 0
             try:
                 # Stop sending as soon as the server answers: a body refused unread costs no upload time.
-                while (chunk := body.read(1 << 20)) and not select.select([sock], [], [], 0)[0]:
-                    sock.sendall(chunk)
+                while sent < len(body):
+                    readable, writable, _ = select.select([sock], [sock], [], 600)
+                    if readable:
+                        break
+                    if writable:
+                        sent += sock.send(body[sent : sent + 65536])
             except (BrokenPipeError, ConnectionResetError):
                 pass
             try:

@@ -51,8 +51,8 @@ class SpaceStateAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, obj: SpaceState) -> str:
         if obj.available:
-            return mark_safe('<span style="color:#1f7a45">available</span>')
-        return format_html('<span style="color:#b3261e">unavailable</span>: {}', obj.reason)
+            return mark_safe('<span class="vt-available">available</span>')
+        return format_html('<span class="vt-unavailable">unavailable</span>: {}', obj.reason)
 
     @admin.display(description="active version")
     def active_version(self, obj: SpaceState) -> str:
@@ -135,7 +135,9 @@ class ReindexJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, obj: ReindexJob) -> str:
-        return format_html('<progress max="100" value="{}" style="width:8em"></progress> {}', obj.percent, obj.progress)
+        return format_html(
+            '<progress max="100" value="{}" class="vt-progress"></progress> {}', obj.percent, obj.progress
+        )
 
 
 @admin.action(description="Reindex selected products in every embedding space", permissions=["change"])

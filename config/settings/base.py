@@ -83,6 +83,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.SecurityHeadersMiddleware",
     "config.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -113,6 +114,14 @@ TEMPLATES = [
         },
     },
 ]
+
+# Sent on every response (config.middleware.SecurityHeadersMiddleware); empty leaves a header out. Media served
+# from another host (object storage, a CDN) must be added to img-src.
+VITRINE_CSP = str(env("VITRINE_CSP", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                  "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+                  "frame-ancestors 'none'"))  # fmt: skip
+VITRINE_PERMISSIONS_POLICY = str(env("VITRINE_PERMISSIONS_POLICY", "accelerometer=(), camera=(), geolocation=(), "
+                                 "gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"))  # fmt: skip
 
 # --- database -------------------------------------------------------------------
 DATABASE_URL = env("DATABASE_URL")
