@@ -102,7 +102,7 @@ def category_get_or_create(*, name: str, parent: Category | None = None) -> Cate
         existing = Category.objects.filter(parent=parent, name__iexact=name).first()
         if existing:
             return existing
-        taken = parent and Category.objects.filter(slug=slugify(name)).exists()
+        taken = parent is not None and Category.objects.filter(slug=slugify(name)).exists()
         category = Category(name=name, parent=parent)
         _save_with_unique_slug(category, f"{parent.slug}-{name}" if parent and taken else name, fallback="category")
     return category
@@ -352,10 +352,6 @@ def _file_names(images: Iterable[ProductImage]) -> list[str]:
     return [f.name for image in images for f in (image.file, image.thumbnail, image.display) if f and f.name]
 
 
-def _delete_unreferenced(names: list[str]) -> None:
-    media.media_files_delete_unreferenced(names=names)
-
-
 def product_image_delete(*, image: ProductImage) -> None:
     """Delete an image and its files; promote the next image to primary if needed."""
     product_id, was_primary = image.product_id, image.is_primary
@@ -369,7 +365,7 @@ def product_image_delete(*, image: ProductImage) -> None:
                 product_image_set_primary(image=successor)
         # Files go only once the rows are gone for good, and only if no row (a new upload of the same
         # bytes, say) references them by then.
-        transaction.on_commit(lambda: _delete_unreferenced(names))
+        transaction.on_commit(lambda: media.media_files_delete_unreferenced(names=names))
 
 
 def product_delete(*, product: Product) -> None:
@@ -379,4 +375,4 @@ def product_delete(*, product: Product) -> None:
     with transaction.atomic():
         product.delete()
         signals.products_changed.send(sender=Product, product_ids=[product_id])
-        transaction.on_commit(lambda: _delete_unreferenced(names))
+        transaction.on_commit(lambda: media.media_files_delete_unreferenced(names=names))
