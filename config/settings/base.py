@@ -42,6 +42,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from exc
+
+
 def env_json(name: str, default: Any) -> Any:
     value = env(name)
     if value is None:
@@ -223,7 +233,7 @@ VITRINE_MAX_JPEG_SCANS = env_int("VITRINE_MAX_JPEG_SCANS", 100)
 # Search by photo is open to anyone: far tighter limits than staff uploads, and a wall-clock decode budget.
 VITRINE_PHOTO_MAX_BYTES = env_int("VITRINE_PHOTO_MAX_BYTES", 10 * 1024 * 1024)
 VITRINE_PHOTO_MAX_PIXELS = env_int("VITRINE_PHOTO_MAX_PIXELS", 16_000_000)
-VITRINE_PHOTO_DECODE_BUDGET_S = float(env("VITRINE_PHOTO_DECODE_BUDGET_S", "2") or 2)
+VITRINE_PHOTO_DECODE_BUDGET_S = env_float("VITRINE_PHOTO_DECODE_BUDGET_S", 2.0)
 # Request bodies: refused from their Content-Length before a byte is read when over this (signed-in users;
 # anonymous ones may send DATA_UPLOAD_MAX_MEMORY_SIZE, photo searches VITRINE_PHOTO_MAX_BYTES and a form's worth).
 VITRINE_MAX_REQUEST_BYTES = env_int("VITRINE_MAX_REQUEST_BYTES", 1024 * 1024 * 1024)
