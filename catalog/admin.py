@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import Count, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from catalog import services
+from catalog import media, services
 from catalog.forms import ProductImageInlineForm
 from catalog.models import Category, Product, ProductImage
 
@@ -17,12 +18,7 @@ from catalog.models import Category, Product, ProductImage
 def _preview(image: ProductImage | None, size: int = 64) -> str:
     if image is None or not image.file:
         return "—"
-    return format_html(
-        '<img src="{}" alt="" style="max-width:{}px;max-height:{}px;object-fit:contain;background:#fff">',
-        image.thumbnail_url,
-        size,
-        size,
-    )
+    return format_html('<img src="{}" alt="" class="vt-thumb vt-thumb-{}">', image.thumbnail_url, size)
 
 
 @admin.register(Category)
@@ -61,8 +57,8 @@ class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ProductImageInlineForm
     extra = 1
-    fields = ["preview", "file", "alt", "position", "make_primary", "dimensions"]
-    readonly_fields = ["preview", "dimensions"]
+    fields = ["preview", "file", "alt", "position", "make_primary", "dimensions", "stored"]
+    readonly_fields = ["preview", "dimensions", "stored"]
 
     @admin.display(description="preview")
     def preview(self, obj: ProductImage) -> str:
@@ -71,6 +67,13 @@ class ProductImageInline(admin.TabularInline):
     @admin.display(description="size")
     def dimensions(self, obj: ProductImage) -> str:
         return f"{obj.width}×{obj.height} {obj.format}" if obj.pk else ""
+
+    @admin.display(description="files")
+    def stored(self, obj: ProductImage) -> str:
+        missing = media.images_missing_files(images=[obj]).get(obj.pk) if obj.pk else None
+        if not missing:
+            return "ok" if obj.pk else ""
+        return format_html('<strong class="errornote">missing from storage: {}</strong>', ", ".join(missing))
 
 
 class StockFilter(admin.SimpleListFilter):
@@ -110,6 +113,16 @@ class ProductAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         return super().get_queryset(request).with_primary_image()  # type: ignore[attr-defined]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:  # fmt: skip
+        product = self.get_object(request, unquote(object_id)) if request.method == "GET" else None
+        missing = media.images_missing_files(images=product.images.all()) if product is not None else {}
+        if missing:
+            self.message_user(request, f"{len(missing)} image(s) of this product have files missing from storage "
+                              "(see “files” below; `manage.py media_check` lists every such image). Delete them "
+                              "and upload the pictures again.", messages.ERROR)  # fmt: skip
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -158,6 +171,8 @@ class ProductAdmin(admin.ModelAdmin):
             super().save_formset(request, form, formset, change)
             return
         product = form.instance
+        new_images = [getattr(f, "inspected", None) for f in formset.forms if not f.instance.pk]
+        services.images_lock(checksums=[inspected.checksum for inspected in new_images if inspected is not None])
         for image_form in formset.forms:
             data = getattr(image_form, "cleaned_data", None)
             if not data:

@@ -9,7 +9,7 @@ from django.utils.safestring import SafeString
 
 from catalog import imaging
 from catalog.models import Category, Product, ProductImage
-from catalog.services import DuplicateImage, ImageRejected, image_inspect
+from catalog.services import DuplicateImage, ImageRejected, image_copies, image_inspect
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -112,6 +112,7 @@ class ProductImageInlineForm(forms.ModelForm):
             return self.instance.file if self.instance.pk else upload
         try:
             self.inspected = image_inspect(upload)
+            image_copies(self.inspected)  # what cannot be stored is this form's error, not a 500 at save time
         except ImageRejected as exc:
             raise forms.ValidationError(f"{getattr(upload, 'name', 'This file')}: {exc.reason}") from None
         duplicate = ProductImage.objects.select_related("product").filter(checksum=self.inspected.checksum).first()

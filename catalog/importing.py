@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -11,12 +12,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, transaction
 
 from catalog import imaging, services
 from catalog.imaging import ImageRejected
-from catalog.models import Product, ProductImage
-from catalog.services import DuplicateImage, FileOutcome
+from catalog.models import Category, Product, ProductImage, price_limits
+from catalog.services import DuplicateImage
+from catalog.uploads import FileOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class ImportItem:
     color: str = ""
     stock: str = ""
     problem: str = ""  # set when the row is unusable before the file is even read
+    root: Path | None = None  # the import folder, which the file must still resolve inside when it is read
 
 
 @dataclass
@@ -68,21 +72,73 @@ def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def _leaves(path: Path, root: Path) -> bool:
+    """Whether ``path`` (through any link) resolves outside ``root`` (already resolved)."""
+    return not path.resolve().is_relative_to(root)
+
+
+# What the catalogue's columns hold: a row is checked against these before anything is written.
+_TEXT_COLUMNS = ("title", "sku", "color")
+MAX_CATEGORY_DEPTH = 8  # levels of about 120 characters fit in Category.path (1,000)
+
+
+def _max_length(model: type[Product] | type[Category], name: str) -> int:
+    return int(getattr(model._meta.get_field(name), "max_length", 0) or 0)
+
+
+def _row_problems(item: ImportItem) -> list[str]:
+    """Every reason ``item``'s fields cannot be stored as they are, one per column, in column order."""
+    problems = []
+    for column in ("image", "title", "category", "description", "price", "sku", "color", "stock"):
+        value = str(item.path) if column == "image" else getattr(item, column)
+        if "\x00" in value:
+            problems.append(f"{column} contains a NUL character")
+        elif column in _TEXT_COLUMNS:
+            limit = _max_length(Product, column)
+            if len(value) > limit:
+                problems.append(f"{column} is {len(value)} characters, at most {limit}")
+        elif column == "category" and value:
+            levels = services.category_levels(value)
+            limit = _max_length(Category, "name")
+            problems += [f"category level {level[:20] + '…'!r} is {len(level)} characters, at most {limit}"
+                         for level in levels if len(level) > limit]  # fmt: skip
+            if len(levels) > MAX_CATEGORY_DEPTH:
+                problems.append(f"category has {len(levels)} levels, at most {MAX_CATEGORY_DEPTH}")
+        elif column in ("price", "stock"):
+            try:
+                _parse_price(value) if column == "price" else _parse_stock(value)
+            except ImageRejected as exc:
+                problems.append(exc.reason)
+    return problems
+
+
 def folder_items(root: Path) -> list[ImportItem]:
-    """Every file under ``root``: category = first folder level, title from the file name."""
+    """Every file under ``root``: category = first folder level, title from the file name. Links are followed
+    only while they stay inside ``root``; one that leaves it is listed as a failure, never read."""
+    resolved = root.resolve()
     items = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not _is_hidden(p, root)):
-        rel = path.relative_to(root)
-        category = rel.parts[0] if len(rel.parts) > 1 else ""
-        items.append(
-            ImportItem(
-                path=path,
-                label=str(rel),
-                title=services.title_from_filename(path.name),
-                category=category.replace("_", " ").replace("-", " ").strip(),
-            )
-        )
-    return items
+    for folder, dirs, files in os.walk(root):  # never descends through a link to a folder
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in dirs:
+            if (here / name).is_symlink() and _leaves(here / name, resolved):
+                label = str((here / name).relative_to(root))
+                items.append(ImportItem(path=here / name, label=label, title="",
+                                        problem="a link to a folder outside the import folder"))  # fmt: skip
+        for name in sorted(files):
+            path = here / name
+            if name.startswith(".") or _is_hidden(path, root):
+                continue
+            rel = path.relative_to(root)
+            category = rel.parts[0] if len(rel.parts) > 1 else ""
+            item = ImportItem(path=path, label=str(rel), title=services.title_from_filename(path.name),
+                              category=category.replace("_", " ").replace("-", " ").strip(), root=resolved)  # fmt: skip
+            if _leaves(path, resolved):
+                item.problem = "a link to a file outside the import folder"
+            elif problems := _row_problems(item):
+                item.problem = "; ".join(problems)
+            items.append(item)
+    return sorted(items, key=lambda item: item.label)
 
 
 def manifest_items(root: Path, manifest: Path) -> list[ImportItem]:
@@ -119,9 +175,12 @@ def manifest_items(root: Path, manifest: Path) -> list[ImportItem]:
                     color=values.get("color", ""),
                     stock=values.get("stock", ""),
                 )
-                if not rel:
+                item.root = root_resolved
+                if problems := _row_problems(item):
+                    item.problem = f"line {line}: " + "; ".join(problems)
+                elif not rel:
                     item.problem = f"line {line}: the image column is empty"
-                elif not (root / rel).resolve().is_relative_to(root_resolved):
+                elif _leaves(root / rel, root_resolved):
                     item.problem = f"line {line}: the image path leaves the import folder"
                 elif not (root / rel).is_file():
                     item.problem = f"line {line}: no such file"
@@ -140,9 +199,12 @@ def _parse_price(raw: str) -> Decimal | None:
         price = Decimal(raw.replace(",", "").lstrip("€$£ "))
     except InvalidOperation:
         raise ImageRejected(f"price {raw!r} is not a number") from None
-    if price < 0 or not price.is_finite():
+    if not price.is_finite() or price < 0:
         raise ImageRejected(f"price {raw!r} is not a valid price")
-    return price.quantize(Decimal("0.01"))
+    top, step = price_limits()
+    if price > top:
+        raise ImageRejected(f"price {raw!r} is more than {top}")
+    return price.quantize(step)
 
 
 def _parse_stock(raw: str) -> int:
@@ -162,21 +224,23 @@ def import_item(item: ImportItem) -> FileOutcome:
             name=item.label, status="skipped", reason=f"not an image file type ({item.path.suffix or 'no extension'})"
         )
     try:
+        if item.root is not None and _leaves(item.path, item.root):  # the link changed since it was listed
+            raise ImageRejected("a link to a file outside the import folder")
         size = item.path.stat().st_size
         if size > settings.VITRINE_MAX_UPLOAD_BYTES:
-            raise ImageRejected(
-                f"the file is {size / 1_048_576:.1f} MB; the limit is "
-                f"{settings.VITRINE_MAX_UPLOAD_BYTES / 1_048_576:.0f} MB"
-            )
+            raise imaging.too_big(size, settings.VITRINE_MAX_UPLOAD_BYTES)
         data = item.path.read_bytes()
         existing = ProductImage.objects.select_related("product").filter(checksum=imaging.sha256(data)).first()
-        if existing:
+        if existing:  # the common case on a second run, answered before decoding anything
             raise DuplicateImage(existing)
         inspected = services.image_inspect(data)
         price = _parse_price(item.price)
         stock = _parse_stock(item.stock)
         with transaction.atomic():
-            product = Product.objects.filter(sku=item.sku).first() if item.sku else None
+            # Locks in a fixed order (checksum, SKU, categories): two imports of one folder or manifest wait
+            # for each other here, then find what the other created.
+            services.image_claim(checksum=inspected.checksum)
+            product = services.product_sku_claim(sku=item.sku) if item.sku else None
             if product is None:
                 category = services.category_from_path(path=item.category) if item.category else None
                 product = services.product_create(
@@ -196,6 +260,10 @@ def import_item(item: ImportItem) -> FileOutcome:
         return FileOutcome(name=item.label, status="failed", reason=exc.reason)
     except OSError as exc:
         return FileOutcome(name=item.label, status="failed", reason=f"cannot read the file ({exc.strerror or exc})")
+    except (ValidationError, DatabaseError) as exc:  # what the row checks missed: this row fails, the import goes on
+        logger.exception("import: %s could not be saved", item.label)
+        reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
+        return FileOutcome(name=item.label, status="failed", reason=f"could not be saved ({reason})")
 
 
 def images_import(

@@ -126,6 +126,13 @@ class Product(models.Model):
         return self.images.filter(is_primary=True).first()
 
 
+def price_limits() -> tuple[Decimal, Decimal]:
+    """(largest price, smallest step) that ``Product.price`` holds: numeric(max_digits, decimal_places)."""
+    field = Product._meta.get_field("price")
+    step = Decimal(1).scaleb(-field.decimal_places)  # type: ignore[union-attr]
+    return Decimal(10) ** (field.max_digits - field.decimal_places) - step, step  # type: ignore[union-attr,operator]
+
+
 def _image_path(prefix: str, checksum: str, suffix: str) -> str:
     # Names come from the content hash: stable, unguessable from the upload, never user-chosen.
     return f"{prefix}/{checksum[:2]}/{checksum}{suffix}"

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile, File
+from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils.text import slugify
 
-from catalog import imaging, signals
+from catalog import imaging, locks, media, signals
 from catalog.imaging import ImageRejected
 from catalog.models import Category, Product, ProductImage
 
@@ -26,22 +26,27 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DuplicateImage",
-    "FileOutcome",
     "ImageRejected",
     "categories_delete",
     "category_from_path",
     "category_get_or_create",
+    "category_levels",
     "category_saved",
-    "product_add_uploads",
+    "image_claim",
+    "image_copies",
+    "image_inspect",
+    "images_lock",
     "product_create",
     "product_delete",
     "product_image_add",
     "product_image_delete",
     "product_image_set_primary",
     "product_saved",
-    "products_create_from_uploads",
+    "product_sku_claim",
     "products_update",
+    "query_image_inspect",
     "title_from_filename",
+    "upload_checksum",
 ]
 
 
@@ -53,50 +58,66 @@ class DuplicateImage(Exception):
         self.existing = existing
 
 
-@dataclass
-class FileOutcome:
-    """What happened to one incoming file, for upload pages and import reports."""
-
-    name: str
-    status: Literal["imported", "skipped", "failed"]
-    reason: str = ""
-    product: Product | None = None
-    image: ProductImage | None = None
-
-
 # --- categories --------------------------------------------------------------------
 
 
-def _unique_slug(model: type[Category] | type[Product], base: str, *, max_length: int, fallback: str) -> str:
+def _violates(exc: IntegrityError, *columns: str) -> bool:
+    """Whether ``exc`` is a unique violation on a constraint over one of ``columns``."""
+    constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) or ""
+    return any(column in constraint for column in columns)
+
+
+def _save_with_unique_slug(obj: Category | Product, base: str, *, fallback: str) -> None:
+    """Save the new ``obj`` under ``base``'s slug, or a free variant of it with a random suffix.
+
+    Looking first keeps slugs clean; the unique index decides under concurrency: a save that loses the race
+    for a slug is rolled back to its savepoint and tried again with a suffix, never an IntegrityError (500)."""
+    max_length = int(getattr(type(obj)._meta.get_field("slug"), "max_length", 50) or 50)
     base = (slugify(base) or fallback)[: max_length - 9].strip("-") or fallback
     slug = base
-    while model.objects.filter(slug=slug).exists():
+    for _ in range(10):
+        if not type(obj).objects.filter(slug=slug).exists():
+            obj.slug = slug
+            try:
+                with transaction.atomic():
+                    obj.save()
+                return
+            except IntegrityError as exc:
+                if not _violates(exc, "slug", "path"):
+                    raise
         slug = f"{base}-{secrets.token_hex(3)}"
-    return slug
+    raise IntegrityError(f"no free slug for {base!r} after 10 tries")
 
 
 def category_get_or_create(*, name: str, parent: Category | None = None) -> Category:
-    """The child of ``parent`` called ``name`` (case-insensitive), created if missing."""
+    """The child of ``parent`` called ``name`` (case-insensitive), created if missing.
+
+    Race-free: the name is locked under its parent until the transaction ends, so a concurrent caller waits
+    and then finds this category instead of creating a second one."""
     name = " ".join(name.split())
     if not name:
         raise ValueError("a category needs a name")
-    existing = Category.objects.filter(parent=parent, name__iexact=name).first()
-    if existing:
-        return existing
-    slug_base = f"{parent.slug}-{name}" if parent and Category.objects.filter(slug=slugify(name)).exists() else name
-    category = Category(
-        name=name, parent=parent, slug=_unique_slug(Category, slug_base, max_length=120, fallback="category")
-    )
-    category.save()
+    with transaction.atomic():
+        locks.xact_lock(kind=locks.Kind.CATEGORY, keys=[f"{parent.pk if parent else ''}/{name.lower()}"])
+        existing = Category.objects.filter(parent=parent, name__iexact=name).first()
+        if existing:
+            return existing
+        taken = parent is not None and Category.objects.filter(slug=slugify(name)).exists()
+        category = Category(name=name, parent=parent)
+        _save_with_unique_slug(category, f"{parent.slug}-{name}" if parent and taken else name, fallback="category")
     return category
+
+
+def category_levels(path: str | Sequence[str]) -> list[str]:
+    """The names in "Clothing/Shirts" (or "Clothing > Shirts", or ``["Clothing", "Shirts"]``), whitespace tidied."""
+    parts = re.split(r"\s*[/>]\s*", path) if isinstance(path, str) else list(path)
+    return [p for p in (" ".join(part.split()) for part in parts) if p]
 
 
 def category_from_path(*, path: str | Sequence[str]) -> Category | None:
     """Resolve "Clothing/Shirts" (or ``["Clothing", "Shirts"]``), creating missing levels."""
-    parts = re.split(r"\s*[/>]\s*", path) if isinstance(path, str) else list(path)
-    parts = [p for p in (" ".join(part.split()) for part in parts) if p]
     parent: Category | None = None
-    for part in parts:
+    for part in category_levels(path):
         parent = category_get_or_create(name=part, parent=parent)
     return parent
 
@@ -132,7 +153,6 @@ def product_create(
     sku = (sku or "").strip() or f"VT-{secrets.token_hex(5).upper()}"
     product = Product(
         title=title,
-        slug=_unique_slug(Product, title, max_length=280, fallback="product"),
         description=description.strip(),
         category=category,
         price=price,
@@ -144,7 +164,7 @@ def product_create(
         is_active=is_active,
     )
     product.full_clean(exclude=["slug"])
-    product.save()
+    _save_with_unique_slug(product, title, fallback="product")
     signals.product_text_changed.send(sender=Product, product_ids=[product.pk])
     return product
 
@@ -156,6 +176,13 @@ def product_saved(*, product: Product, created: bool, changed_fields: Iterable[s
         signals.products_changed.send(sender=Product, product_ids=[product.pk])
     if created or {"title", "description"} & changed:
         signals.product_text_changed.send(sender=Product, product_ids=[product.pk])
+
+
+def product_sku_claim(*, sku: str) -> Product | None:
+    """Lock ``sku`` until the transaction ends and return its product, if there is one: a concurrent import
+    of the same SKU waits, then finds the product this transaction creates instead of a unique violation."""
+    locks.xact_lock(kind=locks.Kind.SKU, keys=[sku])
+    return Product.objects.filter(sku=sku).first()
 
 
 def products_update(*, product_ids: Sequence[int], **fields: Any) -> int:
@@ -188,29 +215,75 @@ def categories_delete(*, category_ids: Sequence[int]) -> None:
 # --- images ----------------------------------------------------------------------------
 
 
-def _read(file: bytes | File) -> bytes:
+# A photo query is shrunk to this many pixels on its short side: every model sees 224 or fewer.
+QUERY_DECODE_SIDE = 512
+
+
+def _read(file: bytes | File, limit: int) -> bytes:
     if isinstance(file, bytes):
         return file
     size = getattr(file, "size", None)
-    limit = settings.VITRINE_MAX_UPLOAD_BYTES
     if size is not None and size > limit:
-        raise ImageRejected(f"the file is {size / 1_048_576:.1f} MB; the limit is {limit / 1_048_576:.0f} MB")
+        raise imaging.too_big(size, limit)
     file.seek(0)
     return file.read(limit + 1)
 
 
 def image_inspect(file: bytes | File) -> imaging.InspectedImage:
     """Validate an incoming file with the shop's limits (raises :class:`ImageRejected`)."""
+    limit = settings.VITRINE_MAX_UPLOAD_BYTES
+    return imaging.inspect(_read(file, limit), max_pixels=settings.VITRINE_MAX_IMAGE_PIXELS, max_bytes=limit,
+                           max_scans=settings.VITRINE_MAX_JPEG_SCANS)  # fmt: skip
+
+
+def query_image_inspect(file: bytes | File) -> imaging.InspectedImage:
+    """Validate a shopper's photo query (raises :class:`ImageRejected`): anyone may send one, so its limits
+    are far tighter than staff uploads' (``VITRINE_PHOTO_MAX_BYTES``, ``VITRINE_PHOTO_MAX_PIXELS``, a decode
+    budget of ``VITRINE_PHOTO_DECODE_BUDGET_S``), and it is decoded only as large as a model needs."""
+    limit = settings.VITRINE_PHOTO_MAX_BYTES
     return imaging.inspect(
-        _read(file), max_pixels=settings.VITRINE_MAX_IMAGE_PIXELS, max_bytes=settings.VITRINE_MAX_UPLOAD_BYTES
+        _read(file, limit),
+        max_pixels=settings.VITRINE_PHOTO_MAX_PIXELS,
+        max_bytes=limit,
+        max_scans=settings.VITRINE_MAX_JPEG_SCANS,
+        decode_side=QUERY_DECODE_SIDE,
+        budget_s=settings.VITRINE_PHOTO_DECODE_BUDGET_S,
     )
 
 
-def _store(name: str, data: bytes) -> str:
-    if default_storage.exists(name):
-        # Same content hash, same bytes: a leftover of an earlier failed attempt.
-        default_storage.delete(name)
-    return default_storage.save(name, ContentFile(data))
+def image_copies(inspected: imaging.InspectedImage) -> imaging.StoredCopies:
+    """Encode what the shop stores of a validated image (raises :class:`ImageRejected` when it cannot be)."""
+    return imaging.stored_copies(
+        inspected, thumbnail_side=settings.VITRINE_THUMBNAIL_SIZE, display_side=settings.VITRINE_DISPLAY_SIZE
+    )
+
+
+def image_claim(*, checksum: str) -> None:
+    """Lock an image's checksum until the transaction ends, and refuse it if it is in the catalogue already.
+
+    From here to the commit no other request adds this image or writes or deletes its content-addressed
+    files; one that tries waits, then finds this image (``DuplicateImage``)."""
+    locks.xact_lock(kind=locks.Kind.CHECKSUM, keys=[checksum])
+    existing = ProductImage.objects.select_related("product").filter(checksum=checksum).first()
+    if existing:
+        raise DuplicateImage(existing)
+
+
+def images_lock(*, checksums: Iterable[str]) -> None:
+    """Lock several images' checksums at once, in order, before adding them in one transaction: two uploads
+    of the same files in another order then wait for each other instead of deadlocking."""
+    locks.xact_lock(kind=locks.Kind.CHECKSUM, keys=checksums)
+
+
+def upload_checksum(file: bytes | File) -> str:
+    """SHA-256 of an upload's bytes, read in chunks."""
+    if isinstance(file, bytes):
+        return imaging.sha256(file)
+    digest = hashlib.sha256()
+    file.seek(0)
+    for chunk in file.chunks():
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def product_image_add(
@@ -225,24 +298,19 @@ def product_image_add(
     The first image of a product becomes its primary image unless ``primary``
     says otherwise. Raises :class:`ImageRejected` for files the shop refuses and
     :class:`DuplicateImage` when the same bytes are already in the catalogue.
+    Files are written and the row created under the checksum's lock (:func:`image_claim`); if this call
+    fails, it deletes only the files it wrote itself, which no row can reference.
     """
     inspected = file if isinstance(file, imaging.InspectedImage) else image_inspect(file)
-    existing = ProductImage.objects.select_related("product").filter(checksum=inspected.checksum).first()
-    if existing:
-        raise DuplicateImage(existing)
-
-    clean, extension = imaging.reencode(inspected.decoded or inspected.rgb)
-    names = ProductImage.storage_names(inspected.checksum, extension)
-    stored: list[str] = []
-    try:
-        stored.append(_store(names["file"], clean))
-        stored.append(
-            _store(names["thumbnail"], imaging.derivative_jpeg(inspected.rgb, max_side=settings.VITRINE_THUMBNAIL_SIZE))
-        )
-        stored.append(
-            _store(names["display"], imaging.derivative_jpeg(inspected.rgb, max_side=settings.VITRINE_DISPLAY_SIZE))
-        )
-        with transaction.atomic():
+    copies = image_copies(inspected)  # the slow part, before any lock is taken
+    names = ProductImage.storage_names(inspected.checksum, copies.extension)
+    with transaction.atomic():
+        image_claim(checksum=inspected.checksum)
+        written: list[str] = []
+        try:
+            for key, data in (("file", copies.original), ("thumbnail", copies.thumbnail), ("display", copies.display)):
+                if media.media_file_store(name=names[key], data=data):
+                    written.append(names[key])
             siblings = ProductImage.objects.select_for_update().filter(product=product)
             has_primary = siblings.filter(is_primary=True).exists()
             make_primary = primary if primary is not None else not has_primary
@@ -251,9 +319,9 @@ def product_image_add(
             position = (siblings.aggregate(m=Max("position"))["m"] or 0) + (1 if siblings.exists() else 0)
             image = ProductImage.objects.create(
                 product=product,
-                file=stored[0],
-                thumbnail=stored[1],
-                display=stored[2],
+                file=names["file"],
+                thumbnail=names["thumbnail"],
+                display=names["display"],
                 checksum=inspected.checksum,
                 format=inspected.format,
                 width=inspected.width,
@@ -262,18 +330,11 @@ def product_image_add(
                 position=position,
                 is_primary=make_primary,
             )
-    except IntegrityError:
-        for name in stored:
-            default_storage.delete(name)
-        existing = ProductImage.objects.select_related("product").filter(checksum=inspected.checksum).first()
-        if existing:  # lost a race with a concurrent upload of the same file
-            raise DuplicateImage(existing) from None
-        raise
-    except BaseException:
-        for name in stored:
-            default_storage.delete(name)
-        raise
-    signals.image_added.send(sender=ProductImage, image_id=image.pk, product_id=product.pk)
+        except BaseException:
+            for name in written:
+                default_storage.delete(name)
+            raise
+        signals.image_added.send(sender=ProductImage, image_id=image.pk, product_id=product.pk)
     return image
 
 
@@ -291,11 +352,6 @@ def _file_names(images: Iterable[ProductImage]) -> list[str]:
     return [f.name for image in images for f in (image.file, image.thumbnail, image.display) if f and f.name]
 
 
-def _delete_files(names: list[str]) -> None:
-    for name in names:
-        default_storage.delete(name)
-
-
 def product_image_delete(*, image: ProductImage) -> None:
     """Delete an image and its files; promote the next image to primary if needed."""
     product_id, was_primary = image.product_id, image.is_primary
@@ -307,8 +363,9 @@ def product_image_delete(*, image: ProductImage) -> None:
             successor = ProductImage.objects.filter(product_id=product_id).order_by("position", "id").first()
             if successor:
                 product_image_set_primary(image=successor)
-        # Files go only once the rows are gone for good.
-        transaction.on_commit(lambda: _delete_files(names))
+        # Files go only once the rows are gone for good, and only if no row (a new upload of the same
+        # bytes, say) references them by then.
+        transaction.on_commit(lambda: media.media_files_delete_unreferenced(names=names))
 
 
 def product_delete(*, product: Product) -> None:
@@ -318,53 +375,4 @@ def product_delete(*, product: Product) -> None:
     with transaction.atomic():
         product.delete()
         signals.products_changed.send(sender=Product, product_ids=[product_id])
-        transaction.on_commit(lambda: _delete_files(names))
-
-
-# --- bulk uploads (staff upload page) ----------------------------------------------------
-
-
-def _outcome_for(name: str, exc: Exception) -> FileOutcome:
-    if isinstance(exc, DuplicateImage):
-        return FileOutcome(name=name, status="skipped", reason=str(exc), product=exc.existing.product)
-    if isinstance(exc, ImageRejected):
-        return FileOutcome(name=name, status="failed", reason=exc.reason)
-    raise exc
-
-
-def products_create_from_uploads(
-    *,
-    files: Iterable[File],
-    category: Category | None = None,
-    price: Decimal | None = None,
-    stock: int = 0,
-    is_active: bool = True,
-) -> list[FileOutcome]:
-    """One new product per image, titled from the file name. Bad files are reported, not fatal."""
-    outcomes = []
-    for upload in files:
-        name = getattr(upload, "name", "upload")
-        try:
-            inspected = image_inspect(upload)
-            with transaction.atomic():
-                product = product_create(
-                    title=title_from_filename(name), category=category, price=price, stock=stock, is_active=is_active
-                )
-                image = product_image_add(product=product, file=inspected)
-            outcomes.append(FileOutcome(name=name, status="imported", product=product, image=image))
-        except (ImageRejected, DuplicateImage) as exc:
-            outcomes.append(_outcome_for(name, exc))
-    return outcomes
-
-
-def product_add_uploads(*, product: Product, files: Iterable[File]) -> list[FileOutcome]:
-    """Attach every good image to ``product``. Bad files are reported, not fatal."""
-    outcomes = []
-    for upload in files:
-        name = getattr(upload, "name", "upload")
-        try:
-            image = product_image_add(product=product, file=upload)
-            outcomes.append(FileOutcome(name=name, status="imported", product=product, image=image))
-        except (ImageRejected, DuplicateImage) as exc:
-            outcomes.append(_outcome_for(name, exc))
-    return outcomes
+        transaction.on_commit(lambda: media.media_files_delete_unreferenced(names=names))

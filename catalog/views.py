@@ -3,12 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from catalog import hooks, selectors, services
+from catalog import hooks, selectors, uploads
 from catalog.forms import StaffUploadForm
 from catalog.models import Product
 
@@ -66,31 +66,37 @@ def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
     )  # fmt: skip
 
 
+def _upload_permissions(data: dict) -> list[str]:
+    """What this upload does to the catalogue, as the permissions it needs."""
+    needed = ["catalog.add_productimage"]
+    if data["mode"] == StaffUploadForm.MODE_PER_IMAGE or data["product"] is None:
+        needed.append("catalog.add_product")
+    else:
+        needed.append("catalog.change_product")  # images added to a product change it
+    return needed
+
+
 @staff_member_required
 def staff_upload(request: HttpRequest) -> HttpResponse:
     """Drag and drop many images: one product per image, or all onto one product."""
+    if not request.user.has_perm("catalog.add_productimage"):
+        raise PermissionDenied("Adding images needs the “Can add product image” permission.")
     form = StaffUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        if not request.user.has_perms(_upload_permissions(data)):
+            raise PermissionDenied("You may not create or change these products.")
         files = data["images"]
+        target: Product | None = None
         if data["mode"] == StaffUploadForm.MODE_PER_IMAGE:
-            outcomes = services.products_create_from_uploads(
+            outcomes = uploads.products_create_from_uploads(
                 files=files, category=data["category"], price=data["price"], stock=data["stock"] or 0
             )
-            target: Product | None = None
         else:
-            with transaction.atomic():
-                target = data["product"] or services.product_create(
-                    title=data["new_title"],
-                    category=data["category"],
-                    price=data["price"],
-                    stock=data["stock"] or 0,
-                )
-                outcomes = services.product_add_uploads(product=target, files=files)
-                if data["product"] is None and not any(o.status == "imported" for o in outcomes):
-                    # Nothing usable arrived: don't leave an empty product behind.
-                    transaction.set_rollback(True)
-                    target = None
+            target, outcomes = uploads.product_add_uploads(
+                files=files, product=data["product"], title=data["new_title"], category=data["category"],
+                price=data["price"], stock=data["stock"] or 0,
+            )  # fmt: skip
         imported = [o for o in outcomes if o.status == "imported"]
         if imported:
             messages.success(request, f"{len(imported)} image(s) added.")

@@ -11,6 +11,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 
 HEARTBEAT_PREFIX = "vitrine:worker-heartbeat:"
@@ -22,10 +23,22 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def _may_see_details(request: HttpRequest) -> bool:
+    """Staff, or a probe holding ``VITRINE_READYZ_TOKEN`` (``Authorization: Bearer …``). Others learn only
+    ready or not: host names and model errors (file paths, versions) are nobody else's business."""
+    token = settings.VITRINE_READYZ_TOKEN
+    given = request.headers.get("Authorization", "")
+    if token and given.startswith("Bearer ") and constant_time_compare(given.removeprefix("Bearer "), token):
+        return True
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     """Database, broker, worker heartbeats and each space's model state. 503 when a hard dependency is down;
-    a space that is unavailable is reported but does not make the shop unready (search degrades)."""
+    a space that is unavailable is reported but does not make the shop unready (search degrades).
+    Anonymous callers get only ``{"ready": …}``; staff and token holders get every check."""
     checks: dict[str, Any] = {}
     ready = True
     try:
@@ -51,6 +64,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["broker"] = {"ok": False, "error": str(exc)[:200]}
         ready = False
     checks["workers"] = {"ok": bool(workers), "alive": workers}
+    status = 200 if ready else 503
+    if not _may_see_details(request):
+        return JsonResponse({"ready": ready}, status=status)
+    if checks["database"]["ok"]:
+        checks["media"] = _media_check()
     if checks["database"]["ok"] and apps.is_installed("search"):
         from search.models import SpaceState
 
@@ -60,7 +78,18 @@ def readyz(request: HttpRequest) -> JsonResponse:
                   "reason": states[key].reason if key in states else "not checked yet"}
             for key in settings.VITRINE_ENABLED_SPACES
         }  # fmt: skip
-    return JsonResponse({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    return JsonResponse({"ready": ready, "checks": checks}, status=status)
+
+
+def _media_check() -> dict[str, Any]:
+    """Image rows whose files are missing and files no row references (``manage.py media_check``), from an
+    audit at most five minutes old: it walks the media folders, too much for every probe."""
+    from catalog import media
+
+    audit = media.media_audit_recent(max_age_s=300)
+    return {"ok": not audit.missing, "missing_files": len(audit.missing), "orphan_files": len(audit.orphans),
+            "orphan_bytes": audit.orphan_bytes, "checked_at": audit.checked_at.isoformat(),
+            "missing": [vars(row) for row in audit.missing[:20]]}  # fmt: skip
 
 
 def wait_until_answers(url: str, *, timeout: float = 60.0, keep_waiting: Callable[[], bool] = lambda: True) -> bool:

@@ -6,8 +6,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -49,8 +51,8 @@ class SpaceStateAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, obj: SpaceState) -> str:
         if obj.available:
-            return mark_safe('<span style="color:#1f7a45">available</span>')
-        return format_html('<span style="color:#b3261e">unavailable</span>: {}', obj.reason)
+            return mark_safe('<span class="vt-available">available</span>')
+        return format_html('<span class="vt-unavailable">unavailable</span>: {}', obj.reason)
 
     @admin.display(description="active version")
     def active_version(self, obj: SpaceState) -> str:
@@ -77,7 +79,11 @@ class SpaceStateAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:  # fmt: skip
-        state = get_object_or_404(SpaceState, pk=object_id)
+        state = self.get_object(request, unquote(object_id))  # None for an id that is not one, not a 500
+        if state is None:
+            raise Http404(f"No embedding space with id {object_id[:40]!r}")
+        if not self.has_view_or_change_permission(request, state):
+            raise PermissionDenied
         jobs = list(ReindexJob.objects.filter(space=state.key)[:10])
         running = any(job.status in (ReindexJob.Status.QUEUED, ReindexJob.Status.RUNNING) for job in jobs)
         context = {
@@ -129,7 +135,9 @@ class ReindexJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_bar(self, obj: ReindexJob) -> str:
-        return format_html('<progress max="100" value="{}" style="width:8em"></progress> {}', obj.percent, obj.progress)
+        return format_html(
+            '<progress max="100" value="{}" class="vt-progress"></progress> {}', obj.percent, obj.progress
+        )
 
 
 @admin.action(description="Reindex selected products in every embedding space", permissions=["change"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from functools import wraps
 from typing import Any
 
@@ -18,8 +18,9 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog.models import Category, Product
-from catalog.services import ImageRejected, image_inspect
+from catalog.models import Category, Product, price_limits
+from catalog.services import ImageRejected, query_image_inspect
+from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
 from search.forms import MAX_QUERY_LENGTH
@@ -76,7 +77,12 @@ def _price(request: HttpRequest, name: str) -> Decimal | None:
         raise ApiError(f"{name} must be a number, not {raw[:20]!r}") from None
     if not value.is_finite() or value < 0:
         raise ApiError(f"{name} must be a non-negative number")
-    return value
+    top, step = price_limits()
+    if value > top:
+        raise ApiError(f"{name} must be at most {top}")
+    # Prices are whole cents: a bound between two cents means the nearer cent inward (and 1e-100000 is 0.01,
+    # not a number PostgreSQL refuses to compare).
+    return value.quantize(step, rounding=ROUND_CEILING if name == "price_min" else ROUND_FLOOR)
 
 
 def _bool(request: HttpRequest, name: str) -> bool:
@@ -168,6 +174,7 @@ def search(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
+@upload_limit("VITRINE_PHOTO_MAX_BYTES")
 @csrf_exempt  # a read-only query: nothing is stored, no session is used
 @require_POST
 @rate_limited("photo")
@@ -178,7 +185,7 @@ def search_image(request: HttpRequest) -> dict[str, Any]:
         raise ApiError("send the photo as multipart form field 'image'")
     k, space, filters = _k(request), _space(request, embedders.IMAGE), _filters(request)
     try:
-        inspected = image_inspect(upload)
+        inspected = query_image_inspect(upload)
     except ImageRejected as exc:
         raise ApiError(f"image rejected: {exc.reason}") from None
     if _empty_range(filters):
@@ -213,8 +220,8 @@ def schema(request: HttpRequest) -> JsonResponse:
             "Category slug; includes its subcategories. Unknown slugs answer 404.",
             {"type": "string", "pattern": "^[-a-zA-Z0-9_]*$"},
         ),
-        _param("price_min", "Lowest price.", {"type": "number", "minimum": 0}),
-        _param("price_max", "Highest price.", {"type": "number", "minimum": 0}),
+        _param("price_min", "Lowest price.", {"type": "number", "minimum": 0, "maximum": float(price_limits()[0])}),
+        _param("price_max", "Highest price.", {"type": "number", "minimum": 0, "maximum": float(price_limits()[0])}),
         _param("in_stock", "Only products in stock.", {"type": "boolean"}),
     ]
     hit = {"type": "object", "required": ["product_id", "title", "url", "score", "image_url"], "properties": {

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import Retry
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
@@ -33,6 +35,17 @@ COMMON: dict[str, Any] = {
 }
 
 
+def _retry(task: Task, exc: BaseException, **options: Any) -> Retry:
+    """``task.retry()`` after the task's own backoff. Celery applies ``retry_backoff`` only to ``autoretry_for``:
+    an explicit retry waits ``default_retry_delay`` (180 s) unless given a countdown, so a database blip held
+    every task for three minutes. Here: 0-2 s, then 0-4 s, 0-8 s… up to ``retry_backoff_max`` (full jitter)."""
+    countdown = get_exponential_backoff_interval(
+        factor=int(task.retry_backoff), retries=task.request.retries, maximum=task.retry_backoff_max,
+        full_jitter=task.retry_jitter,
+    )  # fmt: skip
+    return task.retry(exc=exc, countdown=countdown, **options)
+
+
 def _max_retries() -> int:
     return max(0, settings.VITRINE_EMBED_MAX_ATTEMPTS - 1)
 
@@ -43,12 +56,12 @@ def image_embed_task(self: Task, image_id: int, space: str) -> str:
     try:
         return embedding.image_embed(image_id=image_id, space=space)
     except TRANSIENT as exc:
-        raise self.retry(exc=exc, max_retries=_max_retries() + 3) from exc
+        raise _retry(self, exc, max_retries=_max_retries() + 3) from exc
     except (DatabaseError, embedding.InvalidVector, RuntimeError, ValueError, MemoryError) as exc:
         embedding.image_embed_failed(image_id=image_id, space=space, reason=f"{type(exc).__name__}: {exc}")
         if self.request.retries >= _max_retries():
             return "failed"
-        raise self.retry(exc=exc, max_retries=_max_retries()) from exc
+        raise _retry(self, exc, max_retries=_max_retries()) from exc
 
 
 @shared_task(name=enqueue.IMAGES_EMBED_BATCH, **COMMON, soft_time_limit=900, time_limit=960, max_retries=5)
@@ -59,7 +72,7 @@ def images_embed_batch_task(self: Task, image_ids: list[int], space: str) -> int
     except SpaceUnavailable:
         return 0
     except TRANSIENT as exc:
-        raise self.retry(exc=exc) from exc
+        raise _retry(self, exc) from exc
 
 
 @shared_task(name=enqueue.PRODUCT_EMBED, **COMMON, soft_time_limit=60, time_limit=90, max_retries=5)
@@ -67,7 +80,7 @@ def product_embed_task(self: Task, product_id: int, space: str) -> str:
     try:
         return embedding.product_embed(product_id=product_id, space=space)
     except TRANSIENT as exc:
-        raise self.retry(exc=exc) from exc
+        raise _retry(self, exc) from exc
 
 
 @shared_task(name=enqueue.REINDEX_JOB, **COMMON, soft_time_limit=300, time_limit=360, max_retries=3)
@@ -76,7 +89,7 @@ def reindex_job_task(self: Task, job_id: int) -> str:
     try:
         job = jobs.reindex_job_plan(job_id=job_id)
     except TRANSIENT as exc:
-        raise self.retry(exc=exc) from exc
+        raise _retry(self, exc) from exc
     if job.status == "running":
         jobs.reindex_job_queue_chunks(job_id=job.pk)
     return job.status
@@ -87,7 +100,7 @@ def reindex_chunk_task(self: Task, chunk_id: int) -> str:
     try:
         chunk = jobs.reindex_chunk_run(chunk_id=chunk_id, queue_next=True)
     except TRANSIENT as exc:
-        raise self.retry(exc=exc) from exc
+        raise _retry(self, exc) from exc
     except Exception as exc:  # a bug or a model that crashes: stop the job with the reason, don't loop
         jobs.reindex_chunk_failed(chunk_id=chunk_id, reason=f"{type(exc).__name__}: {exc}")
         return "failed"
@@ -99,7 +112,7 @@ def sweep_task(self: Task) -> dict[str, int]:
     try:
         return sweep.sweep()
     except TRANSIENT as exc:
-        raise self.retry(exc=exc) from exc
+        raise _retry(self, exc) from exc
 
 
 @shared_task(name=enqueue.SPACES_PROBE, **COMMON, soft_time_limit=600, time_limit=660, max_retries=0)
@@ -121,4 +134,4 @@ def products_sync_task(self: Task, product_ids: list[int]) -> None:
     try:
         get_store().products_sync(product_ids=product_ids)
     except Exception as exc:
-        raise self.retry(exc=exc) from exc
+        raise _retry(self, exc) from exc

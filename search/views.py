@@ -12,7 +12,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from catalog.models import Product
-from catalog.services import ImageRejected, image_inspect
+from catalog.services import ImageRejected, query_image_inspect
+from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
 from search.forms import PhotoSearchForm, SearchForm, sort_products
@@ -40,6 +41,7 @@ def search(request: HttpRequest) -> HttpResponse:
     return render(request, "search/search.html", context)
 
 
+@upload_limit("VITRINE_PHOTO_MAX_BYTES")
 def photo_search(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return render(request, "search/photo.html", {"form": PhotoSearchForm()})
@@ -53,7 +55,7 @@ def _photo_search_post(request: HttpRequest) -> HttpResponse:
         return render(request, "search/photo.html", {"form": form}, status=400)
     try:
         # Validated like any upload; read in memory, never written to storage.
-        inspected = image_inspect(form.cleaned_data["image"])
+        inspected = query_image_inspect(form.cleaned_data["image"])
     except ImageRejected as exc:
         form.add_error("image", exc.reason)
         return render(request, "search/photo.html", {"form": form}, status=400)

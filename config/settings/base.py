@@ -42,6 +42,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from exc
+
+
 def env_json(name: str, default: Any) -> Any:
     value = env(name)
     if value is None:
@@ -83,10 +93,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.SecurityHeadersMiddleware",
     "config.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF: its check reads the form, so the body must be judged first.
+    "config.middleware.UploadLimitsMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -111,6 +124,14 @@ TEMPLATES = [
         },
     },
 ]
+
+# Sent on every response (config.middleware.SecurityHeadersMiddleware); empty leaves a header out. Media served
+# from another host (object storage, a CDN) must be added to img-src.
+VITRINE_CSP = str(env("VITRINE_CSP", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                  "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+                  "frame-ancestors 'none'"))  # fmt: skip
+VITRINE_PERMISSIONS_POLICY = str(env("VITRINE_PERMISSIONS_POLICY", "accelerometer=(), camera=(), geolocation=(), "
+                                 "gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"))  # fmt: skip
 
 # --- database -------------------------------------------------------------------
 DATABASE_URL = env("DATABASE_URL")
@@ -160,6 +181,8 @@ VITRINE_RATE_LIMITS = {
     "photo": env_int("VITRINE_RATE_LIMIT_PHOTO", 30),
 }
 VITRINE_TRUSTED_PROXY_HEADER = env("VITRINE_TRUSTED_PROXY_HEADER", "")
+# /readyz shows its checks (worker names, model errors) to staff and to probes sending this bearer token.
+VITRINE_READYZ_TOKEN = str(env("VITRINE_READYZ_TOKEN", ""))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -205,6 +228,15 @@ VITRINE_CURRENCY = env("VITRINE_CURRENCY", "EUR")
 # Pillow's decompression-bomb threshold (about 179 megapixels).
 VITRINE_MAX_IMAGE_PIXELS = env_int("VITRINE_MAX_IMAGE_PIXELS", 40_000_000)
 VITRINE_MAX_UPLOAD_BYTES = env_int("VITRINE_MAX_UPLOAD_BYTES", 30 * 1024 * 1024)
+# A progressive JPEG normally has about ten scans; each costs a pass over the whole image however small it is.
+VITRINE_MAX_JPEG_SCANS = env_int("VITRINE_MAX_JPEG_SCANS", 100)
+# Search by photo is open to anyone: far tighter limits than staff uploads, and a wall-clock decode budget.
+VITRINE_PHOTO_MAX_BYTES = env_int("VITRINE_PHOTO_MAX_BYTES", 10 * 1024 * 1024)
+VITRINE_PHOTO_MAX_PIXELS = env_int("VITRINE_PHOTO_MAX_PIXELS", 16_000_000)
+VITRINE_PHOTO_DECODE_BUDGET_S = env_float("VITRINE_PHOTO_DECODE_BUDGET_S", 2.0)
+# Request bodies: refused from their Content-Length before a byte is read when over this (signed-in users;
+# anonymous ones may send DATA_UPLOAD_MAX_MEMORY_SIZE, photo searches VITRINE_PHOTO_MAX_BYTES and a form's worth).
+VITRINE_MAX_REQUEST_BYTES = env_int("VITRINE_MAX_REQUEST_BYTES", 1024 * 1024 * 1024)
 VITRINE_THUMBNAIL_SIZE = 400
 VITRINE_DISPLAY_SIZE = 1200
 VITRINE_PRODUCTS_PER_PAGE = env_int("VITRINE_PRODUCTS_PER_PAGE", 24)

@@ -46,7 +46,10 @@ def test_shopper_browses_to_a_product_and_flips_through_its_gallery(page):
 
 
 def test_staff_drop_many_images_onto_the_upload_page(page, live_server):
+    from django.contrib.auth.models import Permission
+
     user = get_user_model().objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["add_product", "add_productimage"]))
     client = Client()
     client.force_login(user)
     page.context.add_cookies(

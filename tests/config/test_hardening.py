@@ -149,10 +149,10 @@ def test_search_is_rate_limited_with_counts_shared_across_processes(client, sett
     assert client.get("/search/", {"q": "mug"}, REMOTE_ADDR="203.0.113.9").status_code == 200  # others unaffected
 
 
-def test_health_endpoints(client, settings):
-    assert client.get("/healthz").json() == {"status": "ok"}
+def test_health_endpoints(staff_client, settings):
+    assert staff_client.get("/healthz").json() == {"status": "ok"}
     settings.VITRINE_ENABLED_SPACES = ["pixels", "simclr"]
-    response = client.get("/readyz")
+    response = staff_client.get("/readyz")
     body = response.json()
     assert response.status_code == 200 and body["ready"]
     assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
@@ -172,3 +172,73 @@ def test_production_settings_need_their_secrets(tmp_path):
                             env=full, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert deploy.returncode == 0, deploy.stderr[-2000:]
     assert settings.DEBUG is False and get_user_model()
+
+
+def _staff_without_permissions(django_user_model, *codenames: str):  # type: ignore[no-untyped-def]
+    from django.contrib.auth.models import Permission
+
+    name = "clerk-" + "-".join(sorted(codenames))
+    user = django_user_model.objects.create_user(name[:150], password="pw-clerk-123", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_upload_page_needs_the_catalogue_permissions(django_user_model):
+    """Issue 14, item 12: a staff user with no permissions created products and added images to any product."""
+    product = ProductFactory(title="Someone else's tent")
+    nobody = _staff_without_permissions(django_user_model)
+    assert nobody.get(UPLOAD).status_code == 403
+    per_image = {"mode": "per_image", "images": [upload("lamp.png", image_bytes())]}
+    assert nobody.post(UPLOAD, per_image).status_code == 403
+    onto = {"mode": "one_product", "product": product.pk, "images": [upload("tent.png", image_bytes())]}
+    assert nobody.post(UPLOAD, onto).status_code == 403
+    assert Product.objects.count() == 1 and not ProductImage.objects.exists()
+
+    # Adding images but not products: the existing product needs the change permission too.
+    adder = _staff_without_permissions(django_user_model, "add_productimage", "add_product")
+    assert adder.get(UPLOAD).status_code == 200
+    refused = adder.post(UPLOAD, {**onto, "images": [upload("tent.png", image_bytes())]})
+    assert refused.status_code == 403 and not ProductImage.objects.exists()
+    created = adder.post(UPLOAD, {**per_image, "images": [upload("lamp.png", image_bytes())]})
+    assert created.status_code == 200 and Product.objects.filter(title="Lamp").exists()
+    editor = _staff_without_permissions(django_user_model, "add_productimage", "change_product")
+    assert editor.post(UPLOAD, {**onto, "images": [upload("tent.png", image_bytes())]}).status_code == 200
+    assert editor.post(UPLOAD, {**per_image, "images": [upload("x.png", image_bytes())]}).status_code == 403
+    assert product.images.count() == 1
+
+
+def test_space_admin_change_view_honours_view_permission_and_odd_ids(django_user_model, staff_client):
+    """Issue 14, items 5 and 12: /admin/search/spacestate/abc/change/ was a 500; without view permission a
+    staff user still saw a space's page."""
+    from search.models import SpaceState
+
+    state = SpaceState.objects.create(key="pixels", available=True)
+    url = f"/admin/search/spacestate/{state.pk}/change/"
+    for odd in ("abc", "1.5", "99999999999999999999999", "%00"):
+        response = staff_client.get(f"/admin/search/spacestate/{odd}/change/")
+        assert response.status_code in (302, 400, 404), (odd, response.status_code)
+    nobody = _staff_without_permissions(django_user_model)
+    assert nobody.get("/admin/search/spacestate/").status_code == 403
+    assert nobody.get(url).status_code == 403
+    viewer = _staff_without_permissions(django_user_model, "view_spacestate")
+    page = viewer.get(url)
+    assert page.status_code == 200 and "Reindex all" not in page.content.decode()
+
+
+def test_readyz_tells_anonymous_callers_only_whether_the_shop_is_ready(client, settings, django_user_model):
+    """Issue 14, item 14: /readyz gave anyone worker host names and model error reasons."""
+    settings.VITRINE_ENABLED_SPACES = ["pixels", "simclr"]
+    settings.VITRINE_READYZ_TOKEN = "s3cret-probe-token"
+    from search.models import SpaceState
+
+    SpaceState.objects.create(key="simclr", available=False, reason="checkpoint /srv/models/secret.ckpt missing")
+    anonymous = client.get("/readyz")
+    assert anonymous.status_code == 200 and anonymous.json() == {"ready": True}
+    assert client.get("/readyz", HTTP_AUTHORIZATION="Bearer wrong").json() == {"ready": True}
+    with_token = client.get("/readyz", HTTP_AUTHORIZATION="Bearer s3cret-probe-token").json()
+    assert "secret.ckpt" in with_token["checks"]["spaces"]["simclr"]["reason"]
+    staff = _staff_without_permissions(django_user_model)
+    details = staff.get("/readyz").json()
+    assert details["ready"] and details["checks"]["database"]["ok"] and "simclr" in details["checks"]["spaces"]

@@ -72,3 +72,37 @@ def test_similar_api_never_fails_with_a_5xx(client, pk, k, price, category):  # 
     response = client.get(f"/api/products/{abs(pk)}/similar",
                           {"k": k, "price_min": price, "category": category})  # fmt: skip
     assert response.status_code in (200, 400, 404, 409), response.status_code
+
+
+OUT_OF_RANGE_PRICES = ["1e-100000", "1e131072", "-0", "0.000000000000001", "99999999999", "1e10", "NaN", "-inf"]
+
+
+@QUIET
+@pytest.mark.parametrize("value", OUT_OF_RANGE_PRICES)
+def test_prices_the_column_cannot_hold_are_a_400_or_an_answer_never_a_500(client, value):
+    """Issue 14, item 3: a price filter beyond numeric(12, 2) overflowed in PostgreSQL (500 DataError)."""
+    from tests.factories import ProductFactory, add_image
+    from tests.imagefactory import image_bytes
+
+    product = ProductFactory()
+    add_image(product)
+    photo = image_bytes(size=(40, 40))
+    for name in ("price_min", "price_max"):
+        answers = {
+            "search": client.get("/api/search", {"q": "lamp", name: value}),
+            "similar": client.get(f"/api/products/{product.pk}/similar", {name: value}),
+            "image": client.post(f"/api/search/image?{name}={value}", {"image": upload_file(photo)}),
+            "page": client.get("/search/", {"q": "lamp", name: value}),
+        }
+        for where, response in answers.items():
+            assert response.status_code in (200, 400, 409), (where, name, value, response.status_code)
+            if response.status_code == 400 and where != "page":
+                assert name in response.json()["error"], response.json()
+    too_big = client.get("/api/search", {"q": "lamp", "price_max": "1e131072"})
+    assert too_big.status_code == 400 and "at most 9999999999.99" in too_big.json()["error"]
+
+
+def upload_file(data: bytes):  # type: ignore[no-untyped-def]
+    from tests.factories import upload
+
+    return upload("photo.png", data)
