@@ -278,8 +278,8 @@ VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 # that answers, else by the source's name. Chosen from the positive and negative queries of both catalogues
 # with `manage.py evaluate --calibrate` (docs/relevance-text.md).
 VITRINE_TEXT_CALIBRATION: dict[str, dict[str, float]] = {
-    "use-multilingual-v3": {"gate": 0.25, "agreement": 0.6, "floor": 0.15, "weight": 0.4},
-    "all-MiniLM-L6-v2": {"gate": 0.45, "agreement": 1.0, "floor": 0.25},
+    "use-multilingual-v3": {"gate": 0.25, "agreement": 1.0, "floor": 0.15, "weight": 0.4},
+    "all-MiniLM-L6-v2": {"gate": 0.42, "agreement": 0.6, "floor": 0.3},
     "clip": {"floor": 0.0},  # not measured here: CLIP cannot be had offline on our machines
 }
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)

@@ -202,18 +202,20 @@ def space_alone_precision(*, space: str, queries: Sequence[TextQuery], k: int = 
     return EvaluationResult(space=space, version=version.version, k=k, mode="text-queries", queries=outcomes)
 
 
-def multilingual_table(*, queries_path: Path, k: int = 5, text_space: str = "text") -> list[LanguageRow]:
-    """Precision@k per language of the translated positive queries: in the text space alone (the model),
-    and through the shopper's search (where the English full-text source and the gates play their part)."""
+def multilingual_table(*, queries_path: Path, k: int = 5) -> list[LanguageRow]:
+    """Precision@k per language of the translated positive queries: in each text space alone (the model), and
+    through the shopper's search (where the English full-text source and the gates play their part)."""
     files = translations_find(queries_path)
-    model = active_version(text_space).version
-    rows = [LanguageRow(source=text_space, model=model, precision={}, n_queries={}),
-            LanguageRow(source=SHOPPER_SEARCH, model=model, precision={}, n_queries={})]  # fmt: skip
+    spaces = embedders.text_spaces()
+    rows = [LanguageRow(source=space, model=active_version(space).version, precision={}, n_queries={})
+            for space in spaces]  # fmt: skip
+    rows.append(LanguageRow(source=SHOPPER_SEARCH, model="+".join(r.model.split("-")[0] for r in rows), precision={},
+                            n_queries={}))  # fmt: skip
     for language, path in files.items():
         queries = text_queries_read(path)
-        alone = space_alone_precision(space=text_space, queries=queries, k=k)
-        fused = shopper_text_queries(queries=queries, k=k)
-        for row, result in zip(rows, (alone, fused), strict=True):
+        results = [space_alone_precision(space=space, queries=queries, k=k) for space in spaces]
+        results.append(shopper_text_queries(queries=queries, k=k))
+        for row, result in zip(rows, results, strict=True):
             row.precision[language] = result.precision_at_k
             row.n_queries[language] = result.n_queries
     return rows

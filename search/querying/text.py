@@ -22,6 +22,7 @@ from django.db.models import Q
 from catalog.models import Product
 from search import embedders
 from search.colours import query_colours
+from search.embedders import runtime
 from search.models import ImageColour, colour_condition
 from search.querying.similar import NotIndexed, active_version, similar_to_vector
 from search.vectorstores import Filters, get_store
@@ -112,11 +113,16 @@ def lexical_evidence(query: str) -> bool:
 
 
 def agreement(hits: list[tuple[int, float]]) -> float:
-    """The share of the first five hits in the best hit's category."""
+    """How many of the first hits share the best hit's category, out of as many as could: five, or fewer when
+    that category has fewer products."""
     top = [pk for pk, _ in hits[:5]]
     categories = dict(Product.objects.filter(pk__in=top).values_list("pk", "category_id"))
     labels = [categories.get(pk) for pk in top]
-    return sum(label == labels[0] for label in labels) / len(labels) if labels and labels[0] is not None else 0.0
+    if not labels or labels[0] is None:
+        return 0.0
+    size = Product.objects.published().filter(category_id=labels[0]).count()
+    possible = max(1, min(len(labels), size))
+    return sum(label == labels[0] for label in labels[:possible]) / possible
 
 
 def _fts(query: str, k: int, filters: Filters | None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -181,7 +187,12 @@ def source_rankings(*, query: str, k: int, filters: Filters | None = None, space
             # The index first: a space no worker could index (its model missing) is skipped without
             # this process trying, and paying for, a model load of its own.
             version = active_version(key)
-            vector = embedders.load(key).embed_texts([query])[0]
+            embedder = embedders.load(key)
+            if not _same_model(embedder.version, version.version):
+                # The space's model was changed and its new version is still being built: this process can
+                # only embed queries for the new one, and the index serves the old one.
+                raise NotIndexed(f"its new model ({embedder.version}) is still being indexed")
+            vector = embedder.embed_texts([query])[0]
         except (embedders.SpaceUnavailable, NotIndexed) as exc:
             if notices is not None:
                 reason = getattr(exc, "reason", str(exc))
@@ -205,6 +216,13 @@ def source_rankings(*, query: str, k: int, filters: Filters | None = None, space
     return out
 
 
+def _same_model(loaded: str, active: str) -> bool:
+    """Queries of ``loaded`` fit vectors of ``active``: the same model (an int8 image tower is the same model
+    for text queries: only its image tower is quantized)."""
+    suffix = runtime.INT8_SUFFIX
+    return loaded.removesuffix(suffix) == active.removesuffix(suffix)
+
+
 def _fuse(rankings: dict[str, tuple[Ranking, Calibration]]) -> list[SearchHit]:
     fused: dict[int, SearchHit] = {}
     for name, (ranking, calibration) in rankings.items():
@@ -215,16 +233,26 @@ def _fuse(rankings: dict[str, tuple[Ranking, Calibration]]) -> list[SearchHit]:
     return sorted(fused.values(), key=lambda h: (-h.score, h.product_id))
 
 
-def _colour_first(hits: list[SearchHit], colour: str) -> list[SearchHit]:
-    """Products whose own colour field says so first, then those with no field (their pictures say so),
-    then those whose field names another colour; fused order within each."""
-    fields = dict(Product.objects.filter(pk__in=[h.product_id for h in hits]).values_list("pk", "color"))
+def _colour_first(coloured: list[SearchHit], hits: list[SearchHit], colour: str) -> list[SearchHit]:
+    """Products of the colour that are the kind of thing asked for first, then the other matches.
+
+    "The kind of thing" is a category among the words' own top five: for "red hat", red hats come first and
+    other hats next, while a red bus (a close enough match for "hat" among red things) stays out of the way.
+    Among the colour's products, those whose own colour field says so come first, then those with no field
+    (their pictures say so), then those whose field names another colour; fused order within each.
+    """
+    rows = Product.objects.filter(pk__in=[h.product_id for h in coloured + hits[:5]])
+    facts = {pk: (category, (color or "").strip().lower()) for pk, category, color in
+             rows.values_list("pk", "category_id", "color")}  # fmt: skip
+    kinds = {facts[h.product_id][0] for h in hits[:5] if h.product_id in facts}
 
     def tier(hit: SearchHit) -> int:
-        own = (fields.get(hit.product_id) or "").strip().lower()
+        own = facts[hit.product_id][1]
         return 0 if own == colour else (1 if not own else 2)
 
-    return sorted(hits, key=tier)  # stable: the fused order stays within a tier
+    first = sorted((h for h in coloured if h.product_id in facts and facts[h.product_id][0] in kinds), key=tier)
+    seen = {h.product_id for h in first}
+    return first + [h for h in hits if h.product_id not in seen]
 
 
 def text_search(*, query: str, k: int = 48, filters: Filters | None = None, space: str | None = None) -> SearchOutcome:
@@ -250,15 +278,13 @@ def text_search(*, query: str, k: int = 48, filters: Filters | None = None, spac
         # The sources again, only over products of that colour, so a red hat ranked 40th for "hat" is found;
         # sources that abstained for the words abstain here too.
         coloured = source_rankings(query=rest, k=pool, filters=filters, space=space, colour=colour, evidence=True)
-        first = _colour_first(_fuse({n: pair for n, pair in coloured.items() if n in answering}), colour)
-        seen = {h.product_id for h in first}
-        hits = first + [h for h in hits if h.product_id not in seen]
+        hits = _colour_first(_fuse({n: pair for n, pair in coloured.items() if n in answering}), hits, colour)
     hits = hits[:k]
     if space is not None or len(rankings) == 1:
         name = space or next(iter(rankings))
         single = [SearchHit(product_id=h.product_id, score=h.sources.get(name, 0.0), sources=h.sources) for h in hits]
         return SearchOutcome(hits=single, space=name, sources=[name], notices=notices, colours=colours)
-    return SearchOutcome(hits=hits, space="hybrid", sources=list(answering), notices=notices, colours=colours)
+    return SearchOutcome(hits=hits, space="hybrid", sources=list(rankings), notices=notices, colours=colours)
 
 
 def colour_facet(*, product_ids: list[int]) -> list[tuple[str, int]]:
