@@ -280,7 +280,9 @@ VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 VITRINE_TEXT_CALIBRATION: dict[str, dict[str, float]] = {
     "use-multilingual-v3": {"gate": 0.25, "agreement": 1.0, "floor": 0.15, "weight": 0.4},
     "all-MiniLM-L6-v2": {"gate": 0.42, "agreement": 0.6, "floor": 0.3},
-    "clip": {"floor": 0.0},  # not measured here: CLIP cannot be had offline on our machines
+    # CLIP cannot be had offline on our machines, so it is not measured: without lexical evidence it answers only
+    # when its top hits agree on a category.
+    "clip": {"floor": 0.0, "agreement": 0.8},
 }
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
 # Reindex jobs run as chunks of this many ids, a couple in the queue at a time, so uploads queued
