@@ -4,6 +4,10 @@ multilingual (USE) text space offline, and switching the text space from MiniLM 
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ from search.querying import text
 from tests.factories import CategoryFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parents[2]
 
 HATS = [("Green Fedora", "A felt fedora with a ribbon band", "green"),
         ("Purple Hat", "A wide-brimmed purple felt hat", "purple"),
@@ -131,6 +136,16 @@ def test_the_multilingual_model_loads_offline_without_torch_and_encodes(monkeypa
     similarity = vectors @ vectors[0]
     assert min(similarity[1:4]) > similarity[4] + 0.2
     assert embedder.runtime_label == "numpy"
+
+
+def test_the_multilingual_model_never_imports_torch():
+    code = ("import sys; from search.embedders.use import MultilingualUSEEmbedder; "
+            "e = MultilingualUSEEmbedder('m', {}); e.load(); e.embed_texts(['rote Mütze']); "
+            "print('torch' in sys.modules)")  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
 
 
 def test_switching_the_text_space_from_minilm_to_the_multilingual_model_builds_a_new_version(use_spaces, settings):
