@@ -315,12 +315,12 @@ class TextQualityReport:
             out += [f"  {q.precision:.1f}  {q.label}" for q in self.colour.queries if q.precision < 1]
         if self.languages:
             languages = list(self.languages[0].precision)
-            out.append(f"multilingual (precision@{k}):  " + "  ".join(f"{lang:>5}" for lang in languages)
+            out.append(f"multilingual (precision@{k}):" + " " * 29 + "  ".join(f"{lang:>5}" for lang in languages)
                        + "  cross-lingual")  # fmt: skip
             for row in self.languages:
                 cells = "  ".join(f"{row.precision[lang]:>5.3f}" for lang in languages)
                 cross = f"{row.cross_lingual:.3f}" if row.cross_lingual is not None else "-"
-                out.append(f"  {row.source:<8} {row.model[:28]:<28} {cells}  {cross}")
+                out.append(f"  {row.source:<12} {row.model[:40]:<40} {cells}  {cross}")
         for scores in self.calibration:
             c = scores.calibration
             kept, let_in = scores.answered(c.gate, c.agreement)
