@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Lower
 from django.http import Http404
 
 from catalog.models import Category, Product
@@ -64,15 +65,25 @@ def category_ancestors(*, category: Category) -> list[Category]:
 
 
 def product_list(
-    *, category: Category | None = None, in_stock: bool = False, ordering: str = "newest"
+    *, category: Category | None = None, in_stock: bool = False, ordering: str = "newest", color: str = ""
 ) -> QuerySet[Product]:
-    """Published products, optionally in a category subtree, ready for product cards."""
+    """Published products, optionally in a category subtree and of one colour (their ``color`` field), ready
+    for product cards."""
     products = Product.objects.published().for_listing()
     if category is not None:
         products = products.in_category(category)
     if in_stock:
         products = products.in_stock()
+    if color:
+        products = products.filter(color__iexact=color)
     return products.order_by(*ORDERINGS.get(ordering, ORDERINGS["newest"]))
+
+
+def product_colour_counts(*, category: Category | None = None, in_stock: bool = False) -> list[tuple[str, int]]:
+    """How many listed products have each value of the ``color`` field, most common first (the colour facet)."""
+    products = product_list(category=category, in_stock=in_stock).exclude(color="")
+    rows = products.annotate(name=Lower("color")).values("name").annotate(n=Count("id")).order_by("-n", "name")
+    return [(row["name"], row["n"]) for row in rows]
 
 
 def product_detail(*, slug: str) -> Product:

@@ -27,7 +27,11 @@ def product_list(request: HttpRequest) -> HttpResponse:
     if ordering not in selectors.ORDERINGS:
         ordering = "newest"
     in_stock = request.GET.get("in_stock") == "1"
-    products = selectors.product_list(category=category, in_stock=in_stock, ordering=ordering)
+    colours = selectors.product_colour_counts(category=category, in_stock=in_stock)
+    color = request.GET.get("color", "").strip().lower()
+    if color not in dict(colours):
+        color = ""  # an unknown colour shows everything rather than an empty page
+    products = selectors.product_list(category=category, in_stock=in_stock, ordering=ordering, color=color)
     page = Paginator(products, settings.VITRINE_PRODUCTS_PER_PAGE).get_page(request.GET.get("page"))
     ancestors = selectors.category_ancestors(category=category) if category else []
     query = request.GET.copy()
@@ -49,8 +53,25 @@ def product_list(request: HttpRequest) -> HttpResponse:
             ],
             "in_stock": in_stock,
             "querystring": query.urlencode(),
+            "colour_facet": colour_links(request, colours, color),
         },
     )
+
+
+def colour_links(request: HttpRequest, colours: list[tuple[str, int]], active: str) -> list[dict[str, object]]:
+    """The colour facet (``catalog/_colour_facet.html``): a link per colour that narrows the page to it (with how
+    many it has), or, for the active one, lifts that filter. The rest of the query string is kept."""
+    links = []
+    for colour, count in colours:
+        query = request.GET.copy()
+        query.pop("page", None)
+        if colour == active:
+            query.pop("color", None)
+        else:
+            query["color"] = colour
+        links.append({"colour": colour, "label": colour.capitalize(), "count": count, "active": colour == active,
+                      "url": f"?{query.urlencode()}"})  # fmt: skip
+    return links
 
 
 def product_detail(request: HttpRequest, slug: str) -> HttpResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from functools import wraps
 from typing import Any
@@ -23,6 +24,7 @@ from catalog.services import ImageRejected, query_image_inspect
 from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
+from search.colours import COLOURS
 from search.forms import MAX_QUERY_LENGTH
 from search.querying import photo, similar, text
 from search.vectorstores import Filters
@@ -105,7 +107,10 @@ def _filters(request: HttpRequest) -> Filters:
         path = category.path
     low, high = _price(request, "price_min"), _price(request, "price_max")
     in_stock = _bool(request, "in_stock")
-    return Filters(category_path=path, price_min=low, price_max=high, in_stock=in_stock)
+    colour = request.GET.get("color") or None
+    if colour is not None and colour not in COLOURS:
+        raise ApiError(f"color must be one of {', '.join(COLOURS)}, not {colour[:20]!r}")
+    return Filters(category_path=path, price_min=low, price_max=high, in_stock=in_stock, colour=colour)
 
 
 def _empty_range(filters: Filters) -> bool:
@@ -141,8 +146,7 @@ def product_similar(request: HttpRequest, pk: str) -> dict[str, Any]:
     k, space = _k(request), _space(request, embedders.IMAGE)
     filters = _filters(request)
     if _bool(request, "same_category") and product.category:
-        filters = Filters(category_path=product.category.path, price_min=filters.price_min,
-                          price_max=filters.price_max, in_stock=filters.in_stock)  # fmt: skip
+        filters = replace(filters, category_path=product.category.path)
     try:
         version = similar.image_space_version(space)
         if _empty_range(filters):
@@ -165,10 +169,11 @@ def search(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(f"q is longer than {MAX_QUERY_LENGTH} characters")
     k, space, filters = _k(request), _space(request, embedders.TEXT), _filters(request)
     if _empty_range(filters):
-        return {"results": [], "space": space or "hybrid", "sources": []}
+        return {"results": [], "space": space or "hybrid", "sources": [], "no_close_match": False}
     outcome = text.text_search(query=query, k=k, filters=filters, space=space)
     body: dict[str, Any] = {"results": _results(request, [(h.product_id, h.score) for h in outcome.hits]),
-                            "space": outcome.space, "sources": outcome.sources}  # fmt: skip
+                            "space": outcome.space, "sources": outcome.sources,
+                            "no_close_match": outcome.no_good_match}  # fmt: skip
     if outcome.notices:
         body["notices"] = outcome.notices
     return body
@@ -223,6 +228,11 @@ def schema(request: HttpRequest) -> JsonResponse:
         _param("price_min", "Lowest price.", {"type": "number", "minimum": 0, "maximum": float(price_limits()[0])}),
         _param("price_max", "Highest price.", {"type": "number", "minimum": 0, "maximum": float(price_limits()[0])}),
         _param("in_stock", "Only products in stock.", {"type": "boolean"}),
+        _param(
+            "color",
+            "Only products of this colour: their own colour field, or the dominant colour of one of their pictures.",
+            {"type": "string", "enum": list(COLOURS)},
+        ),
     ]
     hit = {"type": "object", "required": ["product_id", "title", "url", "score", "image_url"], "properties": {
         "product_id": {"type": "integer"}, "title": {"type": "string"}, "url": {"type": "string", "format": "uri"},
@@ -231,7 +241,11 @@ def schema(request: HttpRequest) -> JsonResponse:
     results = {"type": "object", "required": ["results", "space"], "properties": {
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
         "space": {"type": "string"}, "sources": {"type": "array", "items": {"type": "string"}},
-        "notices": {"type": "array", "items": {"type": "string"}}}}  # fmt: skip
+        "notices": {"type": "array", "items": {"type": "string"}},
+        "no_close_match": {"type": "boolean", "description": (
+            "Text search only: true when nothing in the shop is close enough to the words to be shown (results "
+            "is then empty); a photo may find it. Colour words in q (English, German, French, Spanish) put "
+            "products of that colour first.")}}}  # fmt: skip
     error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
     def answers(*extra: int) -> dict[str, Any]:

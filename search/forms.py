@@ -6,6 +6,7 @@ from typing import Any
 from django import forms
 
 from catalog.models import Category
+from search.colours import COLOURS, colour_label
 from search.vectorstores import Filters
 
 SORTS = [("relevance", "Best match"), ("price", "Price: low to high"), ("-price", "Price: high to low"),
@@ -19,6 +20,8 @@ class FilterFields(forms.Form):
     price_min = forms.DecimalField(min_value=0, max_digits=12, decimal_places=2, required=False, label="Min price")
     price_max = forms.DecimalField(min_value=0, max_digits=12, decimal_places=2, required=False, label="Max price")
     in_stock = forms.BooleanField(required=False, label="In stock only")
+    color = forms.ChoiceField(choices=[("", "Any colour"), *((c, colour_label(c)) for c in COLOURS)], required=False,
+                              label="Colour")  # fmt: skip
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -31,7 +34,8 @@ class FilterFields(forms.Form):
         data = self.cleaned_data
         category = data.get("category")
         return Filters(category_path=category.path if category else None, price_min=data.get("price_min"),
-                       price_max=data.get("price_max"), in_stock=bool(data.get("in_stock")))  # fmt: skip
+                       price_max=data.get("price_max"), in_stock=bool(data.get("in_stock")),
+                       colour=data.get("color") or None)  # fmt: skip
 
 
 class SearchForm(FilterFields):

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+from django.db.models import Q
 from pgvector.django import VectorField
 
 from catalog.models import Product, ProductImage
@@ -133,6 +136,46 @@ class ProductEmbedding(Embedding):
 
     def __str__(self) -> str:
         return f"product {self.product_id} in {self.space} {self.model_version}: {self.status}"
+
+
+class ImageColourQuerySet(models.QuerySet["ImageColour"]):
+    def of_products(self, product_ids: list[int]) -> dict[int, list[str]]:
+        """Each product's colours: its own ``color`` field first, then its pictures' dominant colours."""
+        out: dict[int, list[str]] = {pk: [] for pk in product_ids}
+        for pk, colour in Product.objects.filter(pk__in=product_ids).exclude(color="").values_list("pk", "color"):
+            out[pk].append(colour.strip().lower())
+        rows = (self.filter(image__product_id__in=product_ids)
+                .order_by("image__product_id", "-image__is_primary", "image__position", "image_id")
+                .values_list("image__product_id", "names"))  # fmt: skip
+        for pk, names in rows:
+            out[pk] += [name for name in names if name not in out[pk]]
+        return out
+
+
+class ImageColour(models.Model):
+    """A picture's dominant named colours (``search.colours``), largest share first, computed by the worker
+    when it embeds the picture. Recomputed when the palette changes (``palette_version``)."""
+
+    image = models.OneToOneField(ProductImage, on_delete=models.CASCADE, primary_key=True, related_name="colours")
+    names = ArrayField(models.CharField(max_length=16), default=list, blank=True)
+    shares = ArrayField(models.FloatField(), default=list, blank=True)
+    palette_version = models.PositiveSmallIntegerField()
+    computed_at = models.DateTimeField(auto_now=True)
+
+    objects = ImageColourQuerySet.as_manager()
+
+    class Meta:
+        indexes = [GinIndex(fields=["names"], name="image_colour_names")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}: {', '.join(self.names) or 'no colour'}"
+
+
+def colour_condition(colour: str) -> Q:
+    """Products of this colour (for product querysets): the product's own field says so, or one of its
+    pictures is mostly it. The vector stores filter the same way inside their queries."""
+    pictures = ImageColour.objects.filter(image__product_id=models.OuterRef("pk"), names__contains=[colour])
+    return Q(color__iexact=colour) | Q(models.Exists(pictures))
 
 
 class ReindexJob(models.Model):

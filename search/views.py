@@ -13,6 +13,7 @@ from django.shortcuts import render
 
 from catalog.models import Product
 from catalog.services import ImageRejected, query_image_inspect
+from catalog.views import colour_links
 from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
@@ -37,8 +38,17 @@ def search(request: HttpRequest) -> HttpResponse:
     querystring = request.GET.copy()
     querystring.pop("page", None)
     context.update(query=query, outcome=outcome, page=page, querystring=querystring.urlencode(),
-                   results=[(p, scores[p.pk]) for p in page.object_list])  # fmt: skip
+                   results=[(p, scores[p.pk]) for p in page.object_list],
+                   colour_facet=_colour_facet(request, outcome, form.cleaned_data.get("color") or ""))  # fmt: skip
     return render(request, "search/search.html", context)
+
+
+def _colour_facet(request: HttpRequest, outcome: text.SearchOutcome, active: str) -> list[dict[str, object]]:
+    """Colours among the results (own field or pictures), as links that narrow the results to one."""
+    counts = text.colour_facet(product_ids=[hit.product_id for hit in outcome.hits])
+    if active and active not in dict(counts):
+        counts.insert(0, (active, 0))
+    return colour_links(request, counts, active)
 
 
 @upload_limit("VITRINE_PHOTO_MAX_BYTES")

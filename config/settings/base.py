@@ -258,6 +258,8 @@ VITRINE_RUNTIME = str(env("VITRINE_RUNTIME", "onnx"))
 # int8 (ONNX only): "auto" uses it where `manage.py quantize` found precision@5 holds; "never" / "always".
 VITRINE_QUANTIZE = str(env("VITRINE_QUANTIZE", "auto"))
 _RUNTIME = {"RUNTIME": VITRINE_RUNTIME, "QUANTIZE": VITRINE_QUANTIZE}
+VITRINE_TEXT_MODEL = str(env("VITRINE_TEXT_MODEL", ""))
+_TEXT_BACKENDS = {"use-multilingual-v3": "search.embedders.use.MultilingualUSEEmbedder"}
 VITRINE_SPACES: dict[str, dict] = {
     "pixels": {"BACKEND": "search.embedders.pixels.PixelsEmbedder"},
     # BATCH_SIZE: `manage.py benchmark --runtimes --batch-size N` on 2 busy cores, ONNX: cnn 58-70 img/s for
@@ -280,8 +282,14 @@ VITRINE_SPACES: dict[str, dict] = {
              # clip-ViT-B-32-multilingual-v1 for queries in 50+ languages.
              "OPTIONS": {"MODEL": env("VITRINE_CLIP_MODEL", "clip-ViT-B-32"),
                          "QUERY_TEXT_MODEL": env("VITRINE_CLIP_QUERY_TEXT_MODEL", ""), "BATCH_SIZE": 16, **_RUNTIME}},
-    "text": {"BACKEND": "search.embedders.sentence.TextEmbedder",
-             "OPTIONS": {"MODEL": env("VITRINE_TEXT_MODEL", ""), "BATCH_SIZE": 64, **_RUNTIME}},
+    # VITRINE_TEXT_MODEL: "use-multilingual-v3" (Google USE multilingual, numpy, from its wheel), "" for the packaged
+    # all-MiniLM-L6-v2, or any sentence-transformers model name or folder.
+    "text": {"BACKEND": _TEXT_BACKENDS.get(VITRINE_TEXT_MODEL, "search.embedders.sentence.TextEmbedder"),
+             "OPTIONS": {"MODEL": "" if VITRINE_TEXT_MODEL in _TEXT_BACKENDS else VITRINE_TEXT_MODEL, "BATCH_SIZE": 64,
+                         **_RUNTIME}},
+    # A second text space over title + description, multilingual (16 languages), fused with the others in text
+    # search: English queries keep MiniLM's precision, German/French/Spanish ones find English products.
+    "multilingual": {"BACKEND": "search.embedders.use.MultilingualUSEEmbedder", "OPTIONS": {"BATCH_SIZE": 64}},
 }  # fmt: skip
 # More spaces, or other options for one, without editing settings:
 # VITRINE_SPACES_EXTRA='{"mine": {"BACKEND": "shop.embedders.Mine", "OPTIONS": {...}}}'
@@ -295,8 +303,19 @@ VITRINE_PRIMARY_IMAGE_SPACE = str(env("VITRINE_PRIMARY_IMAGE_SPACE", "clip"))
 VITRINE_FALLBACK_IMAGE_SPACE = str(env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
 # An image whose embedding keeps failing is marked failed after this many attempts.
 VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
-# Text queries: vector hits below this cosine similarity are dropped as noise (per space).
-VITRINE_MIN_QUERY_SIMILARITY = {"text": 0.3, "clip": 0.0}
+# Text search, per source (search.querying.text): a vector source answers when the query shares a word with the
+# catalogue, or when its best hit reaches "gate" and "agreement" of its top 5 share that hit's category; else it
+# abstains (all abstain: "no good match"). Hits below "floor" are dropped; "weight" is the source's share in the
+# fusion (full text and title matches: any match answers, weight 1). Keyed by the start of the model version
+# that answers, else by the source's name. Chosen from the positive and negative queries of both catalogues
+# with `manage.py evaluate --calibrate` (docs/relevance-text.md).
+VITRINE_TEXT_CALIBRATION: dict[str, dict[str, float]] = {
+    "use-multilingual-v3": {"gate": 0.25, "agreement": 1.0, "floor": 0.15, "weight": 0.4},
+    "all-MiniLM-L6-v2": {"gate": 0.42, "agreement": 0.6, "floor": 0.3},
+    # CLIP cannot be had offline on our machines, so it is not measured: without lexical evidence it answers only
+    # when its top hits agree on a category.
+    "clip": {"floor": 0.0, "agreement": 0.8},
+}
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
 # Reindex jobs run as chunks of this many ids, a couple in the queue at a time, so uploads queued
 # during a long reindex wait for one chunk, not for the whole job.

@@ -21,6 +21,7 @@ from django.conf import settings
 from catalog.models import Product, ProductImage
 from search import embedders
 from search.embedders import Embedder
+from search.indexing.colouring import Colours, image_colours_compute, image_colours_save, images_without_colours
 from search.indexing.embedding import image_failure_record, validate_vectors
 from search.indexing.sources import ImageUnreadable, load_image_rgb, product_text, product_text_hash
 from search.indexing.versions import missing_images, space_load, version_activate_if_complete, version_register
@@ -36,19 +37,25 @@ class BulkResult:
     failures: list[tuple[int, str]] = field(default_factory=list)
 
 
-def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int,
-             window: int) -> Iterator[tuple[int, Any]]:  # fmt: skip
+OnDecoded = Callable[[int, Any], None]
+
+
+def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int, window: int,
+             on_decoded: OnDecoded | None = None) -> Iterator[tuple[int, Any]]:  # fmt: skip
     """Decode + preprocess in a thread pool, yielding in order; errors come back as exceptions.
 
     At most ``window`` images are in flight, so a million-image reindex holds a few batches in memory,
-    not the whole catalogue's pixels.
+    not the whole catalogue's pixels. ``on_decoded(image_id, rgb)`` runs in the decode thread too.
     """
 
     def work(image: ProductImage) -> Any:
         try:
-            return embedder.preprocess(load_image_rgb(image, embedder))
+            rgb = load_image_rgb(image, embedder)
         except ImageUnreadable as exc:
             return exc
+        if on_decoded is not None:
+            on_decoded(image.pk, rgb)
+        return embedder.preprocess(rgb)
 
     pending: deque[tuple[int, Future[Any]]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -62,8 +69,8 @@ def _decoded(embedder: Embedder, images: Sequence[ProductImage], workers: int,
             yield pk, future.result()
 
 
-def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
-             workers: int, ahead: int = 2) -> Iterator[list[tuple[int, Any]]]:  # fmt: skip
+def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int, workers: int, ahead: int = 2,
+                  on_decoded: OnDecoded | None = None) -> Iterator[list[tuple[int, Any]]]:  # fmt: skip
     """Batches of decoded images, produced by a background thread so decoding overlaps inference.
 
     Up to ``ahead`` decoded batches wait for the consumer (enough to keep every encoding stream fed).
@@ -73,7 +80,7 @@ def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size
     def produce() -> None:
         try:
             batch: list[tuple[int, Any]] = []
-            for item in _decoded(embedder, images, workers, window=2 * batch_size):
+            for item in _decoded(embedder, images, workers, window=2 * batch_size, on_decoded=on_decoded):
                 batch.append(item)
                 if len(batch) == batch_size:
                     out.put(batch)
@@ -96,8 +103,9 @@ def image_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size
     thread.join()
 
 
-def encoded_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int,
-                    workers: int) -> Iterator[tuple[list[tuple[int, Any]], Future[np.ndarray] | None]]:  # fmt: skip
+def encoded_batches(embedder: Embedder, images: Sequence[ProductImage], batch_size: int, workers: int,
+                    on_decoded: OnDecoded | None = None,
+                    ) -> Iterator[tuple[list[tuple[int, Any]], Future[np.ndarray] | None]]:  # fmt: skip
     """Each decoded batch with the forward pass of its readable images, oldest first.
 
     The model runs the newest batches in its own threads, ``embedder.streams`` at once (ONNX Runtime and
@@ -108,7 +116,7 @@ def encoded_batches(embedder: Embedder, images: Sequence[ProductImage], batch_si
     streams = max(1, embedder.streams)
     pending: deque[tuple[list[tuple[int, Any]], Future[np.ndarray] | None]] = deque()
     with ThreadPoolExecutor(max_workers=streams, thread_name_prefix=f"encode-{embedder.key}") as model:
-        for batch in image_batches(embedder, images, batch_size, workers, ahead=streams + 1):
+        for batch in image_batches(embedder, images, batch_size, workers, ahead=streams + 1, on_decoded=on_decoded):
             good = [item for _, item in batch if not isinstance(item, ImageUnreadable)]
             pending.append((batch, model.submit(embedder.encode_batch, good) if good else None))
             if len(pending) > streams:
@@ -146,7 +154,16 @@ def images_embed_bulk(
     size = batch_size or embedder.batch_size
     workers = decode_workers or settings.VITRINE_DECODE_THREADS
 
-    for batch, encoded in encoded_batches(embedder, rows, size, workers):
+    # Pictures without colours get them from the same decoding (computed in the decode threads).
+    uncoloured = images_without_colours(image_ids=[row.pk for row in rows])
+    colours: dict[int, Colours] = {}
+
+    def colour(image_id: int, rgb: Any) -> None:
+        if image_id in uncoloured:
+            colours[image_id] = image_colours_compute(image=rgb)
+
+    for batch, encoded in encoded_batches(embedder, rows, size, workers, on_decoded=colour):
+        image_colours_save(colours={pk: colours.pop(pk) for pk, _ in batch if pk in colours})
         good = []
         for pk, item in batch:
             if isinstance(item, ImageUnreadable):

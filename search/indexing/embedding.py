@@ -9,6 +9,7 @@ import numpy as np
 from catalog.models import Product, ProductImage
 from search import embedders
 from search.embedders import SpaceUnavailable
+from search.indexing.colouring import image_colours_compute, image_colours_save, images_without_colours
 from search.indexing.sources import ImageUnreadable, load_image_rgb, product_text, product_text_hash
 from search.indexing.versions import current_version, space_load, version_activate_if_complete
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding
@@ -72,6 +73,8 @@ def image_embed(*, image_id: int, space: str, force: bool = False) -> str:
     except ImageUnreadable as exc:
         image_failure_record(image_id=image_id, space=space, version=version, reason=str(exc))
         return "failed"
+    if images_without_colours(image_ids=[image_id]):  # once per picture, by whichever space embeds it first
+        image_colours_save(colours={image_id: image_colours_compute(image=rgb)})
     vectors = validate_vectors(embedder.encode_batch([embedder.preprocess(rgb)]), dimension=embedder.dimension)
     get_store().upsert_images(space=space, version=version, items=[(image_id, vectors[0])])
     version_activate_if_complete(space=space)

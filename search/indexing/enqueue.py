@@ -98,11 +98,15 @@ SYNC_INLINE_MAX = 100
 SYNC_TASK_CHUNK = 1000
 
 
-def products_changed(*, product_ids: Sequence[int]) -> None:
+def products_changed(*, product_ids: Sequence[int], text: bool = False) -> None:
     """Products' price, stock, category, publication, images or existence changed: after commit, bring the
     vector store's copy of them up to date. Only stores that keep such a copy (Milvus) have work to do;
     pgvector joins the live rows. Up to ``SYNC_INLINE_MAX`` products sync here, more are queued (as is a
-    sync that fails: the store may be down); ``vectorstore_rebuild`` repairs anything at any time."""
+    sync that fails: the store may be down); ``vectorstore_rebuild`` repairs anything at any time.
+    ``text``: their category may have changed, and with it the text the text spaces embed."""
+    if text:
+        for product_id in product_ids:
+            product_index_later(product_id=product_id)
     store = get_store()
     if not store.mirrors_catalog or not product_ids:
         return
@@ -126,9 +130,10 @@ def products_changed(*, product_ids: Sequence[int]) -> None:
 
 
 def category_changed(*, category_path: str) -> None:
-    """A category was renamed or moved: its products (and its subcategories') changed path."""
+    """A category was renamed or moved: its products (and its subcategories') changed path, and their text
+    (the category's name is part of what text spaces embed; an unchanged text is skipped by the worker)."""
     ids = Product.objects.filter(Q(category__path=category_path) | Q(category__path__startswith=category_path + "/"))
-    products_changed(product_ids=list(ids.values_list("pk", flat=True)))
+    products_changed(product_ids=list(ids.values_list("pk", flat=True)), text=True)
 
 
 # --- receivers of catalog.signals (connected in SearchConfig.ready) -----------------------------------
@@ -144,7 +149,8 @@ def on_product_text_changed(sender: Any, *, product_ids: Sequence[int], **_: Any
 
 
 def on_products_changed(sender: Any, *, product_ids: Sequence[int], **_: Any) -> None:
-    products_changed(product_ids=product_ids)
+    # A product's category is part of its embedded text; re-embedding an unchanged text is skipped cheaply.
+    products_changed(product_ids=product_ids, text=len(product_ids) <= SYNC_INLINE_MAX)
 
 
 def on_category_changed(sender: Any, *, category_path: str, **_: Any) -> None:

@@ -37,7 +37,10 @@ def load_image_rgb(image: ProductImage, embedder: Embedder | None = None) -> Any
 
 
 def product_text(product: Product) -> str:
-    return f"{product.title}\n{product.description}".strip()
+    """Title, category name and description: a short title alone ("Red ball") is a confident wrong match for
+    many queries; the category gives it the context a shopper sees."""
+    category = product.category.name if product.category_id and product.category else ""
+    return "\n".join(part for part in (product.title, category, product.description) if part).strip()
 
 
 def product_text_hash(text: str) -> str:

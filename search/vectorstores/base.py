@@ -17,10 +17,14 @@ class Filters:
     price_min: Decimal | None = None
     price_max: Decimal | None = None
     in_stock: bool = False
+    # A palette name (search.colours.COLOURS): the product's own colour field, or one of its pictures' dominant
+    # colours (search.models.ImageColour).
+    colour: str | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.category_path or self.price_min is not None or self.price_max is not None or self.in_stock)
+        return bool(self.category_path or self.price_min is not None or self.price_max is not None or self.in_stock
+                    or self.colour)  # fmt: skip
 
 
 @dataclass(frozen=True)

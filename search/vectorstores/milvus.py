@@ -28,7 +28,7 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
+from search.models import EmbeddingStatus, ImageColour, ImageEmbedding, ProductEmbedding, SpaceVersion
 from search.vectorstores.base import Filters, ImageHit, VectorStore
 from search.vectorstores.pgvector import PgVectorStore, images_write, products_write
 
@@ -88,6 +88,8 @@ def filter_expression(*, filters: Filters | None, published_only: bool = True,
             parts.append(f"price <= {float(filters.price_max)!r}")
         if filters.in_stock:
             parts.append("stock > 0")
+        if filters.colour:
+            parts.append(f"array_contains(colours, {_string(filters.colour)})")
     return " and ".join(parts)
 
 
@@ -96,11 +98,21 @@ def _row(pk: int, product_id: int, path: str | None, price: Any, stock: int, pub
     path = (path or "").strip("/")
     return {"id": int(pk), "product_id": int(product_id), "root": path.split("/")[0] if path else "",
             "path": path + "/" if path else "", "price": None if price is None else float(price),
-            "stock": int(stock or 0), "published": bool(published),
+            "stock": int(stock or 0), "published": bool(published), "colours": [],
             "vector": np.asarray(vector, dtype=np.float32)}  # fmt: skip
 
 
 Rows = Iterator[list[dict[str, Any]]]
+MAX_COLOURS = 16
+
+
+def _with_colours(batches: Rows) -> Rows:
+    """Each row gets its product's colours (its field and its pictures'), one query per batch."""
+    for batch in batches:
+        colours = ImageColour.objects.of_products(sorted({row["product_id"] for row in batch}))
+        for row in batch:
+            row["colours"] = colours.get(row["product_id"], [])[:MAX_COLOURS]
+        yield batch
 
 
 def image_rows(*, space: str, version: str, image_ids: Sequence[int] | None = None,
@@ -116,7 +128,7 @@ def image_rows(*, space: str, version: str, image_ids: Sequence[int] | None = No
         "image_id", "image__product_id", "image__product__category__path", "image__product__price",
         "image__product__stock", "image__product__is_active", "vector",
     )  # fmt: skip
-    yield from _chunked((_row(*r) for r in values.iterator(chunk_size=chunk)), chunk)
+    yield from _with_colours(_chunked((_row(*r) for r in values.iterator(chunk_size=chunk)), chunk))
 
 
 def product_rows(*, space: str, version: str, product_ids: Sequence[int] | None = None,
@@ -130,7 +142,7 @@ def product_rows(*, space: str, version: str, product_ids: Sequence[int] | None 
         "product_id", "product_id", "product__category__path", "product__price", "product__stock",
         "product__is_active", "vector",
     )  # fmt: skip
-    yield from _chunked((_row(*r) for r in values.iterator(chunk_size=chunk)), chunk)
+    yield from _with_colours(_chunked((_row(*r) for r in values.iterator(chunk_size=chunk)), chunk))
 
 
 def _chunked(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -192,6 +204,8 @@ class MilvusStore(VectorStore):
         schema.add_field("price", data_type.DOUBLE, nullable=True)
         schema.add_field("stock", data_type.INT64)
         schema.add_field("published", data_type.BOOL)
+        schema.add_field("colours", data_type.ARRAY, element_type=data_type.VARCHAR, max_capacity=MAX_COLOURS,
+                         max_length=16)  # fmt: skip
         schema.add_field("vector", data_type.FLOAT_VECTOR, dim=dimension)
         return schema
 
@@ -226,9 +240,24 @@ class MilvusStore(VectorStore):
                 logger.warning("Milvus has no collection for %s %s: run `manage.py vectorstore_rebuild`",
                                space, version)  # fmt: skip
                 return None
+            if self._outdated(name, space, version):
+                return name
             self.client.load_collection(name)
             self._loaded.add(name)
         return name
+
+    def _outdated(self, name: str, space: str, version: str) -> bool:
+        """A collection made before a field was added (colours) is reloaded from Postgres with the new schema;
+        True when that happened (the rebuild loads it)."""
+        fields = {field["name"] for field in self.client.describe_collection(name).get("fields", [])}
+        if "colours" in fields:
+            return False
+        row = SpaceVersion.objects.filter(space=space, version=version).first()
+        if row is None:
+            return False
+        logger.warning("Milvus collection %s predates colour filters: reloading it from Postgres", name)
+        self.rebuild(space=space, version=version, dimension=row.dimension, products=self._kind(name) == "products")
+        return True
 
     def ensure_version(self, *, space: str, version: str, dimension: int, products: bool = False) -> None:
         name = collection_name(space, version)

@@ -54,6 +54,12 @@ def _filter_sql(filters: Filters | None) -> tuple[list[str], list[object]]:
         params.append(filters.price_max)
     if filters.in_stock:
         conditions.append("p.stock > 0")
+    if filters.colour:
+        # As search.models.colour_condition: the product's field, or one of its pictures (GIN index on names).
+        conditions.append("(lower(p.color) = %s OR EXISTS (SELECT 1 FROM search_imagecolour ic JOIN "
+                          "catalog_productimage ci ON ci.id = ic.image_id WHERE ci.product_id = p.id "
+                          "AND ic.names @> ARRAY[%s]::varchar[]))")  # fmt: skip
+        params += [filters.colour, filters.colour]
     return conditions, params
 
 

@@ -52,6 +52,22 @@ def test_list_sorts_and_filters_stock(client, shop):
     assert client.get(reverse("catalog:product_list"), {"sort": "'; drop table"}).status_code == 200
 
 
+def test_list_has_a_colour_facet_from_the_products_colour_field(client, shop):
+    from catalog.models import Product
+
+    Product.objects.filter(title__in=["Shirt 0", "Shirt 1", "Cap"]).update(color="blue")
+    Product.objects.filter(title="Shirt 2").update(color="Red")  # the field's case does not matter
+    response = client.get(reverse("catalog:product_list"), {"category": "clothing"})
+    facet = {link["colour"]: link["count"] for link in response.context["colour_facet"]}
+    assert facet == {"blue": 3, "red": 1}
+    blue = client.get(reverse("catalog:product_list"), {"category": "clothing", "color": "blue"})
+    assert {p.title for p in blue.context["page"].object_list} == {"Shirt 0", "Shirt 1", "Cap"}
+    html = blue.content.decode()
+    assert 'data-colour="blue"' in html and 'aria-current="true"' in html
+    unknown = client.get(reverse("catalog:product_list"), {"color": "<mauve>"})
+    assert unknown.status_code == 200 and len(unknown.context["page"].object_list) == 7
+
+
 def test_list_paginates(client, settings, shop):
     settings.VITRINE_PRODUCTS_PER_PAGE = 3
     first = client.get(reverse("catalog:product_list"))
@@ -68,7 +84,7 @@ def test_list_query_count_does_not_grow_with_products(client, django_assert_num_
     category = CategoryFactory()
     for _ in range(3):
         add_image(ProductFactory(category=category))
-    with django_assert_num_queries(4) as small:  # count, products, primary images, nav
+    with django_assert_num_queries(5) as small:  # count, products, primary images, nav, colour facet
         client.get(reverse("catalog:product_list"))
     for _ in range(12):
         add_image(ProductFactory(category=CategoryFactory()))

@@ -118,7 +118,7 @@ def test_text_space_uses_the_packaged_minilm_offline():
 def test_registry_knows_modalities_without_loading(settings):
     settings.VITRINE_ENABLED_SPACES = list(settings.VITRINE_SPACES)
     assert embedders.image_spaces() == ["pixels", "cnn", "simclr", "clip"]
-    assert embedders.text_spaces() == ["text"]
+    assert embedders.text_spaces() == ["text", "multilingual"]
     assert embedders.modalities("clip") == {"image", "text"}
 
 

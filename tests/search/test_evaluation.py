@@ -197,3 +197,31 @@ def test_html_report_renders_with_charts_grids_and_its_own_images(indexed, queri
         assert not src.startswith(("/", "http")) and (report / src).is_file(), src
     # 4 spaces × (one query per category + 2 worst) query tiles, each followed by its k neighbours at most.
     assert len(page.images) >= 4 * (2 + 2)
+
+
+@pytest.mark.django_db
+def test_text_search_figures_beside_the_spaces(use_spaces, queries_csv):
+    """The shopper's search on positive, negative and colour queries, the multilingual table and calibration."""
+    from catalog.models import Product
+
+    use_spaces("pixels", "text")
+    _catalogue()
+    call_command("reindex", space="text", sync=True, no_progress=True, stdout=StringIO(), stderr=StringIO())
+    Product.objects.filter(title__startswith="Cotton shirt").update(color="red")
+    folder = queries_csv.parent
+    (folder / "colour_queries.csv").write_text("query,colour,category\nred shirt,red,Shirts\n", encoding="utf-8")
+    (folder / "negative_queries.csv").write_text("query\nzebra\ncar insurance\n", encoding="utf-8")
+    (folder / "queries.de.csv").write_text("query,category\nHemd,Shirts\nKaffeebecher,Mugs\n", encoding="utf-8")
+    out = StringIO()
+    call_command("evaluate", space="all", k=2, queries=queries_csv, calibrate=True, stdout=out)
+    printed = out.getvalue()
+    assert "shopper text search, positive queries: precision@2 1.000 (2 queries)" in printed
+    assert "negative queries: 1.000 answered with nothing or 'no close match' (2 queries)" in printed
+    assert "colour queries: precision@2 1.000" in printed
+    assert "multilingual (precision@2):" in printed and "   en     de  cross-lingual" in printed
+    assert "calibration text:" in printed
+    out = StringIO()
+    call_command("evaluate", space="all", k=2, queries=queries_csv, as_json=True, stdout=out)
+    figures = json.loads(out.getvalue())["text_search"]
+    assert figures["negative"]["share_rejected"] == 1.0 and figures["colour"]["precision_at_k"] == 1.0
+    assert [row["source"] for row in figures["multilingual"]] == ["text", "search"]

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from catalog import services as catalog_services
-from search.models import ImageEmbedding, ProductEmbedding, SpaceState
+from search.models import ImageColour, ImageEmbedding, ProductEmbedding, SpaceState
 from search.querying import similar
 from tests.imagefactory import image_bytes
 from tests.search.workers import Worker, wait_for
@@ -41,6 +41,10 @@ def test_upload_is_embedded_by_the_worker_and_becomes_searchable(worker):
     wait_for(lambda: SpaceState.objects.filter(key__in=SPACES.split(","), available=True).count() == 3)
     hits = similar.similar_products(product=product, k=5, space="cnn")
     assert [h.product_id for h in hits] == [other.pk]
+    # The worker named each picture's colours while it embedded it (once, whichever space came first).
+    wait_for(lambda: ImageColour.objects.filter(image__product__in=[product, other]).count() == 2)
+    assert ImageColour.objects.get(image=image).names[0] == "red"
+    assert ImageColour.objects.get(image__product=other).names[0] == "blue"
 
 
 def test_an_image_that_cannot_be_read_ends_failed_with_its_reason(worker):

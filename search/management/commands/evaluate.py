@@ -1,4 +1,5 @@
-"""manage.py evaluate --space KEY|all [--k 5] [--queries FILE.csv] [--report DIR] [--json]"""
+"""manage.py evaluate --space KEY|all [--k 5] [--queries FILE.csv [--colour-queries FILE] [--negative-queries FILE]
+[--calibrate]] [--report DIR] [--json]"""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from search.lab.evaluation import (
     text_spaces_for_queries,
 )
 from search.lab.metrics import EvaluationResult
+from search.lab.text_quality import siblings, text_quality_run
 
 
 class Command(BaseCommand):
@@ -38,12 +40,23 @@ class Command(BaseCommand):
         parser.add_argument("--queries", type=Path, default=None,
                             help="CSV with columns query,category: text-to-product search in the spaces that take "
                                  "text (clip, text).")  # fmt: skip
+        parser.add_argument("--colour-queries", type=Path, default=None, metavar="FILE",
+                            help="CSV query,colour,category (default: colour_queries.csv beside --queries): "
+                                 "precision@k of the shopper's search, a hit having the colour and the "
+                                 "category.")  # fmt: skip
+        parser.add_argument("--negative-queries", type=Path, default=None, metavar="FILE",
+                            help="CSV query: things the shop does not sell (default: negative_queries.csv beside "
+                                 "--queries); the share answered with nothing or 'no close match'.")  # fmt: skip
+        parser.add_argument("--calibrate", action="store_true",
+                            help="Also print each text-search source's best scores on positive and negative queries, "
+                                 "from which VITRINE_TEXT_CALIBRATION's gates are chosen.")  # fmt: skip
         parser.add_argument("--report", type=Path, default=None, metavar="DIR",
                             help="Write an HTML report (charts, neighbour grids, worst queries) into DIR.")  # fmt: skip
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="Print JSON: one object for one space; {k, results, skipped...} for all.")  # fmt: skip
 
     def handle(self, *args: Any, space: str, k: int, queries: Path | None, report: Path | None, as_json: bool,
+               colour_queries: Path | None = None, negative_queries: Path | None = None, calibrate: bool = False,
                **options: Any) -> None:  # fmt: skip
         if k < 1:
             raise CommandError("--k must be at least 1")
@@ -74,6 +87,14 @@ class Command(BaseCommand):
                     if space != "all":
                         raise CommandError(str(exc)) from None
                     skipped.append(Skipped(space=f"{key} (text queries)", reason=str(exc)))
+        quality = None
+        if queries is not None and space == "all":
+            # The shopper's search itself (every source fused and calibrated): positive, negative and colour
+            # queries, and the multilingual table when translations (queries.de.csv…) lie beside the file.
+            colour_default, negative_default = siblings(queries)
+            quality = text_quality_run(queries_path=queries, k=k, colour_path=colour_queries or colour_default,
+                                       negative_path=negative_queries or negative_default,
+                                       calibrate=calibrate)  # fmt: skip
         comparisons = [c for c in (compare_with_start(r, results) for r in results) if c is not None]
         if report is not None:
             from search.lab.report import report_write
@@ -83,7 +104,10 @@ class Command(BaseCommand):
             if not as_json:
                 self.stdout.write(f"report: {page}")
         if as_json:
-            self.stdout.write(json.dumps(self._json(space, k, results, skipped, text_results, comparisons)))
+            body = self._json(space, k, results, skipped, text_results, comparisons)
+            if quality is not None:
+                body["text_search"] = quality.as_dict()
+            self.stdout.write(json.dumps(body))
             return
         self._table(k, results, skipped, comparisons)
         if text_results:
@@ -93,6 +117,10 @@ class Command(BaseCommand):
             for result in text_results:
                 for reason in result.skipped_queries:
                     self.stdout.write(self.style.WARNING(f"  {result.space}: skipped {reason}"))
+        if quality is not None:
+            self.stdout.write("")
+            for line in quality.lines():
+                self.stdout.write(line)
 
     @staticmethod
     def _json(space: str, k: int, results: list[EvaluationResult], skipped: list[Skipped],

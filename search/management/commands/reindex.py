@@ -1,4 +1,4 @@
-"""manage.py reindex [--space KEY] [--missing-only] [--sync]"""
+"""manage.py reindex [--space KEY] [--missing-only] [--sync] | --colours"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tqdm import tqdm
 from catalog.models import Product, ProductImage
 from search import embedders
 from search.embedders import SpaceUnavailable
-from search.indexing import bulk, jobs
+from search.indexing import bulk, colouring, jobs
 
 
 class Command(BaseCommand):
@@ -28,9 +28,17 @@ class Command(BaseCommand):
         parser.add_argument("--sync", action="store_true", help="Compute here instead of queueing.")
         parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--colours", action="store_true",
+                            help="Only compute pictures' dominant colours where missing (catalogues indexed before "
+                                 "colours existed, or after a palette change), here, then stop.")  # fmt: skip
 
     def handle(self, *args: Any, space: str | None, missing_only: bool, sync: bool, batch_size: int | None,
-               no_progress: bool, **options: Any) -> None:  # fmt: skip
+               no_progress: bool, colours: bool = False, **options: Any) -> None:  # fmt: skip
+        if colours:
+            started = time.perf_counter()
+            done = colouring.images_colours_fill()
+            self.stdout.write(f"colours: {done} picture(s) in {time.perf_counter() - started:.1f} s")
+            return
         spaces = [space] if space else embedders.enabled()
         if space and space not in embedders.enabled():
             raise CommandError(f"the {space} space is not enabled (VITRINE_ENABLED_SPACES)")
