@@ -199,7 +199,8 @@ def _inspect(
         raise ImageRejected("not an image file (the content is not a recognised image format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageRejected(f"unreadable image header ({exc})") from None
-    fmt = probe.format or ""
+    # A phone's JPEG with a Multi-Picture segment opens as "MPO": its first picture is the photo (a JPEG).
+    fmt = "JPEG" if probe.format == "MPO" else (probe.format or "")
     if fmt not in ALLOWED_FORMATS:
         raise ImageRejected(f"unsupported image format {fmt or 'unknown'}; use JPEG, PNG, WebP or GIF")
     width, height = probe.size

@@ -93,6 +93,20 @@ def test_real_100_megapixel_png_is_refused():
         imaging.inspect(real_100mp_png(), max_pixels=CAP)
 
 
+def test_a_phone_photo_with_an_mpf_segment_is_a_jpeg():
+    """Phones write JPEGs with a Multi-Picture (MPF) segment, which Pillow opens as "MPO": the first picture is
+    the photo, and shoppers and staff must not be told their camera's JPEG is an unsupported format."""
+    out = io.BytesIO()
+    first, depth_map = Image.new("RGB", (120, 80), (200, 30, 30)), Image.new("RGB", (120, 80), (30, 30, 200))
+    first.save(out, format="MPO", save_all=True, append_images=[depth_map])
+    assert Image.open(io.BytesIO(out.getvalue())).format == "MPO"
+    result = imaging.inspect(out.getvalue(), max_pixels=CAP)
+    assert (result.format, result.width, result.height, result.extension) == ("JPEG", 120, 80, "jpg")
+    assert result.rgb.getpixel((60, 40))[0] > 150  # the first picture, not the second
+    small = imaging.inspect(out.getvalue(), max_pixels=CAP, decode_side=20)
+    assert small.format == "JPEG" and min(small.rgb.size) < 80  # decoded at a reduced DCT scale
+
+
 def test_unsupported_format_is_named():
     out = io.BytesIO()
     Image.new("RGB", (8, 8)).save(out, format="PPM")
