@@ -17,6 +17,7 @@ from catalog import services as catalog_services
 from catalog.imaging import derivative_jpeg
 from catalog.models import Product, ProductImage
 from search.models import SpaceState, SpaceVersion
+from search.querying.active import active_forget
 from search.vectorstores import get_store
 from search.vectorstores.pgvector import images_copy
 
@@ -85,6 +86,7 @@ def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clu
                                 activated_at=timezone.now())  # fmt: skip
     state = {"available": True, "reason": "", "model_id": "synthetic", "checked_at": timezone.now()}
     SpaceState.objects.update_or_create(key=space, defaults=state)
+    active_forget()
     started = time.perf_counter()
     get_store().ensure_version(space=space, version=version, dimension=dimension)  # sizes maintenance_work_mem
     get_store().rebuild(space=space, version=version, dimension=dimension)  # Milvus: load, then index
