@@ -128,6 +128,24 @@ def images_copy(*, space: str, version: str, items: Iterable[tuple[int, np.ndarr
             return n
 
 
+def products_copy_fresh(*, space: str, version: str, items: Iterable[tuple[int, np.ndarray, str]]) -> int:
+    """Bulk-load text-space vectors ``(product_id, vector, source_hash)`` of a version that has no rows yet
+    (a synthetic seed) with binary COPY; returns the number of rows."""
+    sql_literal(space), sql_literal(version)
+    table = ProductEmbedding._meta.db_table
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            return _copy_rows(
+                cursor,
+                f"COPY {table} (product_id, space, model_version, status, vector, source_hash, attempts, error, "
+                "updated_at) FROM STDIN (FORMAT BINARY)",
+                ["int8", "text", "text", "text", "vector", "text", "int2", "text", "timestamptz"],
+                ((int(pk), space, version, "ok", np.asarray(v, dtype=np.float32), source_hash, 0, "", timezone.now())
+                 for pk, v, source_hash in items),
+            )  # fmt: skip
+
+
 def maintenance_memory_mb(*, rows: int, dimension: int, kind: str = "vector", m: int = HNSW_M) -> int:
     """``maintenance_work_mem`` for an HNSW build: the whole graph in memory (vectors + 2·m neighbour
     links per node on layer 0), with headroom; a graph that does not fit is built much more slowly
