@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
-from catalog.models import Product
+from catalog.models import Product, ProductImage
 from search import embedders
 from search.models import ImageEmbedding, SpaceVersion
 from search.querying import hybrid
@@ -182,6 +182,17 @@ def similar_to_vector(
 
 
 def products_in_order(ids: list[int]) -> list[Product]:
-    """Published products for these ids, in this order, ready for cards (queries do not grow with k)."""
-    found = Product.objects.published().for_listing().in_bulk(ids)
+    """Published products for these ids, in this order, ready for cards (queries do not grow with k).
+
+    One query in the usual case: the primary images with their products and categories joined, each product
+    given its image as ``for_listing()`` would (a second query only for products without a primary image).
+    """
+    images = ProductImage.objects.filter(product_id__in=ids, is_primary=True, product__is_active=True).order_by()
+    found: dict[int, Product] = {}
+    for image in images.select_related("product__category"):
+        product = image.product
+        product._primary_images = [image]  # type: ignore[attr-defined]  # what Product.primary_image reads
+        found[product.pk] = product
+    if missing := [pk for pk in ids if pk not in found]:
+        found.update(Product.objects.published().for_listing().in_bulk(missing))
     return [found[pk] for pk in ids if pk in found]

@@ -147,5 +147,5 @@ def test_a_warm_similar_request_asks_nothing_about_versions(client, shop):
         sql = " ".join(q["sql"] for q in queries.captured_queries)
         assert "search_spaceversion" not in sql and "search_spacestate" not in sql
         assert "search_rankingweights" not in sql
-        # The product, its neighbours (one statement, both searches for hybrid), their cards (and images).
-        assert len(queries.captured_queries) == 4, sql
+        # The product, its neighbours (one statement, both searches for hybrid), their cards with their images.
+        assert len(queries.captured_queries) == 3, sql

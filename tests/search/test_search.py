@@ -246,3 +246,17 @@ def test_product_text_is_reembedded_on_create(use_spaces, django_capture_on_comm
     with django_capture_on_commit_callbacks() as callbacks:
         catalog_services.product_create(title="Kettle")
     assert len(callbacks) == 1  # the text-space embedding is queued after commit
+
+
+def test_cards_come_in_order_with_their_images_in_one_query_and_imageless_products_too(
+    shop, django_assert_num_queries
+):
+    bare, hidden = ProductFactory(title="No picture yet"), ProductFactory(title="Hidden", is_active=False)
+    add_image(hidden)
+    ids = [shop["blue2"].pk, bare.pk, hidden.pk, shop["red1"].pk]
+    with django_assert_num_queries(1):
+        with_images = similar.products_in_order([shop["blue2"].pk, shop["red1"].pk])
+        assert [p.primary_image.product_id for p in with_images] == [shop["blue2"].pk, shop["red1"].pk]
+    cards = similar.products_in_order(ids)
+    assert [p.pk for p in cards] == [shop["blue2"].pk, bare.pk, shop["red1"].pk]  # the hidden one left out
+    assert cards[1].primary_image is None and cards[0].category.slug == "blues"
