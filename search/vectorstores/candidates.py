@@ -1,5 +1,6 @@
 """The hybrid ranking's candidates in SQL: one statement that finds a product's nearest neighbours by look and by
-words and scores each of them exactly in both spaces.
+words and scores each of them exactly in both spaces (a search that found a candidate brings its cosine; the other
+is looked up).
 
 Postgres holds every vector whichever store serves the searches, so the exact re-scoring is SQL for both stores:
 the pgvector store also runs both nearest-neighbour searches in the same statement (one round trip; each search
@@ -46,41 +47,59 @@ def _query_vectors(image: VersionRef, text: VersionRef | None) -> list[str]:
 
 
 def _searches(image: VersionRef, text: VersionRef | None, conditions: list[str]) -> list[str]:
-    """CTEs ``ann_image`` and ``ann_text``: each space's nearest rows, filters inside the index scan."""
+    """CTEs ``ann_image(product_id, image_id, distance)``, one row per product (its nearest image found), and
+    ``ann_text(product_id, distance)``: each space's nearest rows, the filters inside the index scan."""
     where = " AND ".join(conditions)
     joins = "JOIN catalog_product p ON p.id = {pk} LEFT JOIN catalog_category c ON c.id = p.category_id"
+    image_distance = f"{_vector(image, 'e.vector')} <=> (SELECT v FROM qi)"
     ctes = [
-        f"ann_image AS MATERIALIZED (SELECT i.product_id FROM {IMAGES} e "
+        f"ann_images AS MATERIALIZED (SELECT i.product_id, e.image_id, {image_distance} AS distance FROM {IMAGES} e "
         f"JOIN catalog_productimage i ON i.id = e.image_id {joins.format(pk='i.product_id')} "
         f"WHERE {_rows_of(image, 'e')} AND {where.format(pk='i.product_id')} AND EXISTS (SELECT 1 FROM qi) "
-        f"ORDER BY {_vector(image, 'e.vector')} <=> (SELECT v FROM qi) LIMIT %(pool)s)"
+        f"ORDER BY {image_distance} LIMIT %(pool)s)",
+        "ann_image AS (SELECT DISTINCT ON (product_id) product_id, image_id, distance FROM ann_images "
+        "ORDER BY product_id, distance, image_id)",
     ]
-    if text is not None:
-        ctes.append(
-            f"ann_text AS MATERIALIZED (SELECT e.product_id FROM {TEXTS} e {joins.format(pk='e.product_id')} "
-            f"WHERE {_rows_of(text, 'e')} AND {where.format(pk='e.product_id')} AND EXISTS (SELECT 1 FROM qt) "
-            f"ORDER BY {_vector(text, 'e.vector')} <=> (SELECT v FROM qt) LIMIT %(pool)s)"
-        )
+    if text is None:
+        return [*ctes, NO_TEXT_FOUND]
+    text_distance = f"{_vector(text, 'e.vector')} <=> (SELECT v FROM qt)"
+    ctes.append(
+        f"ann_text AS MATERIALIZED (SELECT e.product_id, {text_distance} AS distance FROM {TEXTS} e "
+        f"{joins.format(pk='e.product_id')} WHERE {_rows_of(text, 'e')} AND {where.format(pk='e.product_id')} "
+        f"AND EXISTS (SELECT 1 FROM qt) ORDER BY {text_distance} LIMIT %(pool)s)"
+    )
     return ctes
+
+
+# What another store's searches leave to this statement: nothing found here, every score looked up.
+NO_IMAGE_FOUND = ("ann_images AS (SELECT NULL::bigint AS product_id WHERE false), ann_image AS (SELECT NULL::bigint "
+                  "AS product_id, NULL::bigint AS image_id, NULL::float8 AS distance WHERE false)")  # fmt: skip
+NO_TEXT_FOUND = "ann_text AS (SELECT NULL::bigint AS product_id, NULL::float8 AS distance WHERE false)"
 
 
 def _scores(image: VersionRef, text: VersionRef | None) -> str:
     """Each candidate of ``cand(product_id)`` with its best image's cosine and its text vector's cosine.
 
-    Both are looked up by product id (``OFFSET 0`` keeps the planner from walking the HNSW index instead, which
+    A search that found the candidate brings its distance; the other signal is looked up by product id, only for
+    the candidates that search missed (``OFFSET 0`` keeps the planner from walking the HNSW index instead, which
     would visit the whole version for every candidate).
     """
-    text_score = f"1 - ({_vector(text, 'te.vector')} <=> (SELECT v FROM qt))" if text else "NULL::float8"
+    text_score = (f"1 - COALESCE(found_text.distance, {_vector(text, 'te.vector')} <=> (SELECT v FROM qt))"
+                  if text else "NULL::float8")  # fmt: skip
     text_join = (f"LEFT JOIN LATERAL (SELECT te.vector FROM {TEXTS} te WHERE te.product_id = cand.product_id "
-                 f"AND {_rows_of(text, 'te')} OFFSET 0) te ON true" if text else "")  # fmt: skip
+                 f"AND {_rows_of(text, 'te')} AND found_text.product_id IS NULL OFFSET 0) te ON true"
+                 if text else "")  # fmt: skip
     return (
-        f"SELECT cand.product_id, p.category_id, best.image_id, 1 - best.distance AS image_score, "
-        f"{text_score} AS text_score FROM cand JOIN catalog_product p ON p.id = cand.product_id "
+        "SELECT cand.product_id, p.category_id, COALESCE(found_image.image_id, best.image_id), "
+        f"1 - COALESCE(found_image.distance, best.distance), {text_score} "
+        "FROM cand JOIN catalog_product p ON p.id = cand.product_id "
+        "LEFT JOIN ann_image found_image ON found_image.product_id = cand.product_id "
+        "LEFT JOIN ann_text found_text ON found_text.product_id = cand.product_id "
         "LEFT JOIN LATERAL (SELECT image_id, distance FROM ("
         f"SELECT se.image_id, {_vector(image, 'se.vector')} <=> (SELECT v FROM qi) AS distance "
         f"FROM catalog_productimage si JOIN {IMAGES} se ON se.image_id = si.id AND {_rows_of(image, 'se')} "
-        "WHERE si.product_id = cand.product_id AND EXISTS (SELECT 1 FROM qi) OFFSET 0) own "
-        f"ORDER BY distance, image_id LIMIT 1) best ON true {text_join}"
+        "WHERE si.product_id = cand.product_id AND found_image.product_id IS NULL AND EXISTS (SELECT 1 FROM qi) "
+        f"OFFSET 0) own ORDER BY distance, image_id LIMIT 1) best ON true {text_join}"
     )
 
 
@@ -107,13 +126,12 @@ def candidate_pool(*, product_id: int, image: VersionRef, text: VersionRef | Non
                 named += f"%({name})s" + piece
             conditions.append(named)
         ctes += _searches(image, text, conditions)
-        ctes.append("cand AS (SELECT product_id FROM ann_image UNION SELECT product_id FROM ann_text)" if text
-                    else "cand AS (SELECT DISTINCT product_id FROM ann_image)")  # fmt: skip
-        counts = "(SELECT count(*) FROM ann_image), " + ("(SELECT count(*) FROM ann_text)" if text else "0")
+        ctes.append("cand AS (SELECT product_id FROM ann_image UNION SELECT product_id FROM ann_text)")
+        counts = "(SELECT count(*) FROM ann_images), (SELECT count(*) FROM ann_text)"
     else:
         ids, image_rows, text_rows = found
         params["ids"] = [int(pk) for pk in ids]
-        ctes.append("cand AS (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS product_id)")
+        ctes += [NO_IMAGE_FOUND, NO_TEXT_FOUND, "cand AS (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS product_id)"]
         counts = f"{int(image_rows)}, {int(text_rows)}"
     has_text = "EXISTS (SELECT 1 FROM qt)" if text else "false"
     # One row even when nothing is found, so that the counts and the query's own vectors still come back.
