@@ -13,8 +13,10 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from catalog.models import Product
 from search.indexing import versions
-from search.models import RankingWeights
+from search.lab.benchmarks.synthetic import seed_synthetic
+from search.models import ImageEmbedding, ProductEmbedding, RankingWeights
 from search.querying import similar
 from search.querying.active import active_forget
 from search.vectorstores import Filters, VectorStore
@@ -189,3 +191,20 @@ def test_products_with_many_images_still_give_k_results(vector_store, use_spaces
     vector_store.upsert_products(space=TEXT[0], version=TEXT[1], items=[(query.pk, base, "hash")])
     hits = similar.similar_products(product=query, k=3, space="hybrid")
     assert len(hits) == 3 and {h.product_id for h in hits} <= set(crowded)
+
+
+def test_the_synthetic_seed_with_text_vectors_serves_hybrid(vector_store, use_spaces, settings):
+    """``benchmark --seed-synthetic N --text-dim D``: a text vector per product, indexed, and hybrid over both
+    matches brute force (every product has both signals, default weights)."""
+    use_spaces("clip", "text")
+    seeded = seed_synthetic(count=300, dimension=DIM, space="clip", clusters=6, categories=3, text_dimension=6)
+    assert seeded["text"]["version"] == "synthetic-text-6d"
+    images = dict(ImageEmbedding.objects.filter(space="clip").values_list("image__product_id", "vector"))
+    texts = dict(ProductEmbedding.objects.filter(space="text").values_list("product_id", "vector"))
+    assert len(images) == len(texts) == 300 and similar.similar_ranking().space == "hybrid"
+    query = sorted(texts)[42]
+    scores = {pk: 0.5 * float(np.dot(images[pk], images[query])) + 0.5 * float(np.dot(texts[pk], texts[query]))
+              for pk in texts if pk != query}  # fmt: skip
+    expected = sorted(scores, key=lambda pk: (-scores[pk], pk))[:8]
+    hits = similar.similar_products(product=Product.objects.get(pk=query), k=8, space="hybrid")
+    assert [h.product_id for h in hits] == expected

@@ -248,9 +248,7 @@ def test_product_text_is_reembedded_on_create(use_spaces, django_capture_on_comm
     assert len(callbacks) == 1  # the text-space embedding is queued after commit
 
 
-def test_cards_come_in_order_with_their_images_in_one_query_and_imageless_products_too(
-    shop, django_assert_num_queries
-):
+def test_cards_come_in_order_with_their_images_in_one_query_and_imageless_products_too(shop, django_assert_num_queries):
     bare, hidden = ProductFactory(title="No picture yet"), ProductFactory(title="Hidden", is_active=False)
     add_image(hidden)
     ids = [shop["blue2"].pk, bare.pk, hidden.pk, shop["red1"].pk]

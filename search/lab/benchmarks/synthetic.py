@@ -52,8 +52,8 @@ def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clu
     The image rows share one real image file (so product pages render); the vectors come
     from ``clusters`` Gaussian clusters spread over ``categories`` categories, like the
     embeddings of a real shop. The space is recorded as available with this version active.
-    ``text_dimension``: also a vector per product in the ``text`` space (for hybrid "Looks similar"), from
-    clusters of their own that follow the image clusters loosely (two image clusters share a text cluster).
+    ``text_dimension``: also a vector per product in the ``text`` space (for hybrid "Looks similar"): products that
+    look alike are described alike, so each image cluster has a text cluster of its own, around centres of its own.
     """
     if Product.objects.exists():
         raise ValueError("seed_synthetic wants an empty catalogue: use a fresh VITRINE_HOME")
@@ -65,7 +65,7 @@ def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clu
     centers = cluster_centers(rng, clusters=clusters, dimension=dimension)
     version = f"synthetic-{dimension}d"
     text_rng = np.random.default_rng(43)  # apart, so the image vectors stay what they were without text
-    text_centers = cluster_centers(text_rng, clusters=max(1, clusters // 2), dimension=text_dimension or 1)
+    text_centers = cluster_centers(text_rng, clusters=clusters, dimension=text_dimension or 1)
     text_version = f"synthetic-text-{text_dimension}d"
     batch = 5000
     for start in range(0, count, batch):
@@ -89,7 +89,7 @@ def seed_synthetic(*, count: int, dimension: int = 512, space: str = "clip", clu
             images_copy(space=space, version=version, items=[(image.pk, vectors[i]) for i, image in enumerate(images)],
                         fresh=True)  # fmt: skip
             if text_dimension:
-                texts, _ = clustered_vectors(text_rng, centers=text_centers, n=n, assigned=cluster // 2)
+                texts, _ = clustered_vectors(text_rng, centers=text_centers, n=n, assigned=cluster)
                 products_copy_fresh(space=TEXT_SPACE, version=text_version,
                                     items=[(p.pk, texts[i], "synthetic") for i, p in enumerate(products)])  # fmt: skip
         if progress:
