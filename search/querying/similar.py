@@ -113,32 +113,30 @@ def product_query_vector(*, product: Product, space: str, version: str) -> np.nd
 
 
 def similar_products(*, product: Product, k: int = 10, space: str | None = None, filters: Filters | None = None,
-                     version: SpaceVersion | None = None, ranking: Ranking | None = None,
-                     weights: hybrid.HybridWeights | None = None) -> list[ProductHit]:  # fmt: skip
+                     version: SpaceVersion | None = None,
+                     ranking: Ranking | None = None) -> list[ProductHit]:  # fmt: skip
     """The ``k`` products most like ``product``, itself excluded, one entry per product, best first.
 
     ``ranking`` (from :func:`similar_ranking`), or ``space`` (an image space, or ``hybrid``; default: hybrid when
-    the text space has vectors), or ``version`` (an image space's, that space alone). ``weights`` replaces the
-    hybrid's tuned weights (``evaluate --tune``). Raises :class:`NotIndexed` when the product (or the space) has
-    no vectors yet.
+    the text space has vectors), or ``version`` (an image space's, that space alone). Hybrid uses the weights tuned
+    for this catalogue. Raises :class:`NotIndexed` when the product (or the space) has no vectors yet.
     """
     if ranking is None:
         ranking = Ranking(space=version.space, image=version) if version else similar_ranking(space)
     try:
-        hits, complete = _ranked(product=product, k=k, filters=filters, ranking=ranking, weights=weights)
+        hits, complete = _ranked(product=product, k=k, filters=filters, ranking=ranking)
     except LookupError:
         hits, complete = None, False
     if not complete and active_changed(ranking.image, ranking.text):
         # A version this process had cached may have been retired (and dropped) by another process: a product
         # then seems to lack its vectors. Read the versions now active instead.
-        return similar_products(product=product, k=k, space=ranking.space, filters=filters, weights=weights)
+        return similar_products(product=product, k=k, space=ranking.space, filters=filters)
     if hits is None:
         raise NotIndexed(f"{product} has no vector in the {ranking.image.space} space yet")
     return hits
 
 
-def _ranked(*, product: Product, k: int, filters: Filters | None, ranking: Ranking,
-            weights: hybrid.HybridWeights | None) -> tuple[list[ProductHit], bool]:  # fmt: skip
+def _ranked(*, product: Product, k: int, filters: Filters | None, ranking: Ranking) -> tuple[list[ProductHit], bool]:
     """The hits, and whether they look complete: False when the product seemed to lack a vector or nothing was
     found (which a version retired meanwhile would explain)."""
     image = ranking.image
@@ -147,7 +145,7 @@ def _ranked(*, product: Product, k: int, filters: Filters | None, ranking: Ranki
                                  exclude_product_id=product.pk, like_product_id=product.pk)  # fmt: skip
         return hits, bool(hits)
     text = ranking.text
-    weights = weights or hybrid.hybrid_weights(image_space=image.space, text_space=text.space)
+    weights = hybrid.hybrid_weights(image_space=image.space, text_space=text.space)
     fetch = hybrid.pool_size(k)
     while True:
         pool = get_store().similar_candidates(

@@ -315,10 +315,18 @@ class MilvusStore(VectorStore):
     # -- reads -------------------------------------------------------------------------------------
     def _search(self, name: str, vector: np.ndarray, k: int, expression: str) -> list[dict[str, Any]]:
         ef = max(int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
-        results = self.client.search(
-            name, data=[np.asarray(vector, dtype=np.float32).tolist()], limit=int(k), filter=expression,
-            output_fields=["product_id"], search_params={"metric_type": "COSINE", "params": {"ef": ef}},
-        )  # fmt: skip
+        try:
+            results = self.client.search(
+                name, data=[np.asarray(vector, dtype=np.float32).tolist()], limit=int(k), filter=expression,
+                output_fields=["product_id"], search_params={"metric_type": "COSINE", "params": {"ef": ef}},
+            )  # fmt: skip
+        except self.pymilvus.MilvusException:
+            if self.client.has_collection(name):
+                raise
+            # Another process retired this version and dropped its collection: nothing is found here any more,
+            # and search (search.querying.active) then reads the version now active.
+            self._loaded.discard(name)
+            return []
         return list(results[0]) if results else []
 
     def nearest_images(

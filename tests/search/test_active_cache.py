@@ -149,3 +149,32 @@ def test_a_warm_similar_request_asks_nothing_about_versions(client, shop):
         assert "search_rankingweights" not in sql
         # The product, its neighbours (one statement, both searches for hybrid), their cards with their images.
         assert len(queries.captured_queries) == 3, sql
+
+
+@pytest.mark.django_db
+def test_milvus_finds_nothing_rather_than_failing_once_another_client_dropped_the_version(settings, tmp_path,
+                                                                                          use_spaces):  # fmt: skip
+    """A web process's Milvus client keeps its collections loaded; the worker that retires a version drops its
+    collection through a client of its own. The next search must find nothing (and search then reads the version
+    now active), not fail."""
+    from search.vectorstores.milvus import MilvusStore
+
+    use_spaces("pixels", "text")
+    settings.VITRINE_VECTOR_STORE = "search.vectorstores.milvus.MilvusStore"
+    settings.VITRINE_MILVUS_URI = str(tmp_path / "milvus.db")
+    get_store.cache_clear()
+    products = [ProductFactory() for _ in range(4)]
+    ids = [add_image(p, size=(8, 8)).pk for p in products]
+    versions.version_register(space="pixels", version="milvus-v1", dimension=DIM)
+    reader = get_store()
+    reader.upsert_images(space="pixels", version="milvus-v1", items=list(zip(ids, _vectors(1, 4), strict=True)))
+    search = {"space": "pixels", "version": "milvus-v1", "dimension": DIM, "vector": _vectors(1, 4)[0], "k": 3}
+    assert len(reader.nearest_images(**search)) == 3
+    worker = MilvusStore()  # another client, as the worker's would be
+    worker.drop_version(space="pixels", version="milvus-v1")
+    try:
+        assert reader.nearest_images(**search) == []
+    finally:
+        worker.close()
+        reader.close()  # type: ignore[attr-defined]
+        get_store.cache_clear()
