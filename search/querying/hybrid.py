@@ -51,7 +51,7 @@ def hybrid_weights(*, image_space: str, text_space: str) -> HybridWeights:
 def pool_size(k: int) -> int:
     """How many neighbours each search fetches for ``k`` results: enough that the weighted top ``k`` of the
     union is, in practice, the weighted top ``k`` of the whole catalogue (``benchmark --search-quality --space
-    hybrid``: at 100,000 products, recall@10 against every product scored was 0.99 with this pool, 0.83 with
+    hybrid``: at 100,000 products, recall@10 against every product scored was 0.98 with this pool, 0.83 with
     max(2k, 20))."""
     return max(4 * k, 40)
 
