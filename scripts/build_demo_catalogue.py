@@ -1330,24 +1330,25 @@ def dominant_color(img: Image.Image) -> str:
 # --------------------------------------------------------------------------
 
 
-def seeded_fraction(key: str, salt: str) -> float:
-    """A deterministic number in [0, 1) derived from a string."""
-    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+def seeded_fraction(key: str, salt: str, namespace: str = "") -> float:
+    """A deterministic number in [0, 1) derived from a string (``namespace`` keeps another catalogue's apart)."""
+    prefix = f"{namespace}:" if namespace else ""
+    digest = hashlib.sha256(f"{prefix}{salt}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def make_price(key: str, lo: float, hi: float) -> str:
+def make_price(key: str, lo: float, hi: float, namespace: str = "") -> str:
     """Deterministic shop-style price such as 12.99 or 4.49 within [lo, hi]."""
     # log-uniform: cheap items are more common than expensive ones
-    raw = lo * (hi / lo) ** seeded_fraction(key, "price")
-    ending = [0.99, 0.49, 0.95, 0.99][int(seeded_fraction(key, "ending") * 4)]
+    raw = lo * (hi / lo) ** seeded_fraction(key, "price", namespace)
+    ending = [0.99, 0.49, 0.95, 0.99][int(seeded_fraction(key, "ending", namespace) * 4)]
     value = max(lo, min(hi, int(raw) + ending))
     return f"{value:.2f}"
 
 
-def make_stock(key: str) -> str:
+def make_stock(key: str, namespace: str = "") -> str:
     """Deterministic stock level; about one product in eight is sold out."""
-    fraction = seeded_fraction(key, "stock")
+    fraction = seeded_fraction(key, "stock", namespace)
     return "0" if fraction < 0.125 else str(1 + int(fraction * 40))
 
 
@@ -1425,8 +1426,11 @@ def content_box(img: Image.Image) -> tuple[tuple[int, int, int, int] | None, Ima
     return diff.getbbox(), cutout
 
 
-def process_image(path: Path) -> tuple[bytes, str]:
-    """Convert one source file; returns (png_bytes, colour_name)."""
+def process_image(path: Path, max_transparent: float = MAX_TRANSPARENT) -> tuple[bytes, str]:
+    """Convert one source file; returns (png_bytes, colour_name).
+
+    ``max_transparent``: the share of transparent pixels above which a source is skipped as nearly empty.
+    """
     img = open_rgba(path)
     w, h = img.size
     if w < MIN_SOURCE_SIDE or h < MIN_SOURCE_SIDE:
@@ -1434,7 +1438,7 @@ def process_image(path: Path) -> tuple[bytes, str]:
     box, img = content_box(img)
     hist = img.getchannel("A").histogram()
     transparent = sum(hist[: ALPHA_VISIBLE + 1]) / (w * h)
-    if box is None or transparent > MAX_TRANSPARENT:
+    if box is None or transparent > max_transparent:
         raise Skip(f"nearly empty ({transparent:.1%} transparent)")
 
     # Crop to the content, keep a small transparent margin, then downscale.

@@ -25,30 +25,23 @@ queries.csv, negative_queries.csv) are left alone.
 from __future__ import annotations
 
 import argparse
-import colorsys
 import csv
+import functools
 import hashlib
 import importlib.util
-import io
 import re
 import shutil
 import sys
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, ImageChops
+from types import ModuleType
 
 # --------------------------------------------------------------------------
-# Image processing parameters (the same as build_demo_catalogue.py)
+# Image processing: build_demo_catalogue.py's (256 px, 4 % margin, sources
+# under 64 px or over 60 megapixels skipped), with one threshold of our own.
 # --------------------------------------------------------------------------
-MAX_SIDE = 256  # longest side of an output image (never upscaled)
-MIN_SOURCE_SIDE = 64  # skip sources smaller than this on either side
 MAX_TRANSPARENT = 0.995  # skip sources with more transparent pixels than this (the demo uses 0.97)
-ALPHA_VISIBLE = 16  # alpha above which a pixel counts as content
-PADDING = 0.04  # transparent margin kept around the cropped content
-MAX_SOURCE_PIXELS = 60_000_000  # refuse absurdly large PNGs
 MAX_SVG_BYTES = 8_000_000  # refuse to parse SVGs larger than this (the largest in the package is ~1.7 MB)
 SIZE_BUDGET = 10_000_000  # bytes; the whole output folder must stay below this
 MAX_DESCRIPTION = 300  # characters
@@ -577,178 +570,53 @@ def make_description(svg_description: str, title: str, source: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# Colour names (the same rules as build_demo_catalogue.py)
+# What this catalogue shares with build_demo_catalogue.py: colour names, image
+# processing, prices and stock (under their own seed namespace), slugs; and
+# the demo's source list, so that nothing it uses is used again here.
 # --------------------------------------------------------------------------
-COLOR_NAMES = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey"]
+SEED_NAMESPACE = "eval"  # prices and stock seeded apart from the demo's
 
 
-def classify_pixel(r: int, g: int, b: int) -> str:
-    """Map one RGB pixel to a simple English colour name."""
-    h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
-    hue = h * 360
-    if v < 0.18:
-        return "black"
-    if s < 0.18 or (s < 0.3 and v < 0.35):
-        if v > 0.85:
-            return "white"
-        return "black" if v < 0.3 else "grey"
-    if 15 <= hue < 22 and s > 0.75 and 0.3 <= v < 0.65:
-        return "red"  # saturated dark red shading, not brown
-    if hue < 15 or hue >= 345:
-        if v < 0.35:
-            return "brown"
-        return "pink" if s < 0.45 and v > 0.7 else "red"
-    if hue < 45:
-        return "brown" if v < 0.65 or s < 0.4 else "orange"
-    if hue < 70:
-        return "brown" if v < 0.5 else "yellow"
-    if hue < 165:
-        return "green"
-    if hue < 255:
-        return "blue"
-    if hue < 290:
-        return "purple"
-    return "pink" if v > 0.55 else "purple"
-
-
-def dominant_color(img: Image.Image) -> str:
-    """Dominant non-transparent colour name, or "" if no colour clearly wins (outline black counts less)."""
-    small = img.copy()
-    small.thumbnail((128, 128), Image.Resampling.NEAREST)  # no blended edge pixels
-    counts = dict.fromkeys(COLOR_NAMES, 0.0)
-    total = 0.0
-    pixels = small.tobytes()
-    for i in range(0, len(pixels), 4):
-        r, g, b, a = pixels[i], pixels[i + 1], pixels[i + 2], pixels[i + 3]
-        if a < 128:
-            continue
-        name = classify_pixel(r, g, b)
-        weight = 0.35 if name == "black" else 1.0
-        counts[name] += weight
-        total += weight
-    if total == 0:
-        return ""
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], COLOR_NAMES.index(kv[0])))
-    (best, best_n), (_, second_n) = ranked[0], ranked[1]
-    if best_n / total < 0.3 or best_n < 1.2 * second_n:
-        return ""
-    return best
-
-
-# --------------------------------------------------------------------------
-# Prices, stock, slugs
-# --------------------------------------------------------------------------
-
-
-def seeded_fraction(key: str, salt: str) -> float:
-    """A deterministic number in [0, 1) derived from a string."""
-    digest = hashlib.sha256(f"eval:{salt}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def make_price(key: str, lo: float, hi: float) -> str:
-    """Deterministic shop-style price such as 12.99 or 4.49 within [lo, hi] (log-uniform)."""
-    raw = lo * (hi / lo) ** seeded_fraction(key, "price")
-    ending = [0.99, 0.49, 0.95, 0.99][int(seeded_fraction(key, "ending") * 4)]
-    value = max(lo, min(hi, int(raw) + ending))
-    return f"{value:.2f}"
-
-
-def make_stock(key: str) -> str:
-    """Deterministic stock level; about one product in eight is sold out."""
-    fraction = seeded_fraction(key, "stock")
-    return "0" if fraction < 0.125 else str(1 + int(fraction * 40))
-
-
-def slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "product"
-
-
-# --------------------------------------------------------------------------
-# Image processing (the same as build_demo_catalogue.py)
-# --------------------------------------------------------------------------
-
-
-class Skip(Exception):
-    """Raised when a source image is unusable."""
-
-
-def open_rgba(path: Path) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_SOURCE_PIXELS:
-                    raise Skip(f"too large ({im.width}x{im.height})")
-                im.load()
-                return im.convert("RGBA")
-        except Skip:
-            raise
-        except Exception as exc:  # broken or unreadable file
-            raise Skip(f"unreadable ({exc.__class__.__name__}: {exc})") from exc
-
-
-def content_box(img: Image.Image) -> tuple[tuple[int, int, int, int] | None, Image.Image]:
-    """Bounding box of the visible content, and the image with a transparent background.
-
-    Fully opaque sources are treated as drawn on a plain background (the colour of the
-    top-left pixel), which is made transparent."""
-    alpha = img.getchannel("A")
-    if alpha.getextrema()[0] < 255:  # has transparency
-        mask = alpha.point(lambda a: 255 if a > ALPHA_VISIBLE else 0)
-        return mask.getbbox(), img
-    bg = Image.new("RGBA", img.size, img.getpixel((0, 0)))
-    diff = ImageChops.difference(img, bg).convert("L").point(lambda d: 255 if d > 24 else 0)
-    cutout = img.copy()
-    cutout.putalpha(diff)
-    return diff.getbbox(), cutout
-
-
-def process_image(path: Path) -> tuple[bytes, str]:
-    """Convert one source file; returns (png_bytes, colour_name)."""
-    img = open_rgba(path)
-    w, h = img.size
-    if w < MIN_SOURCE_SIDE or h < MIN_SOURCE_SIDE:
-        raise Skip(f"tiny ({w}x{h})")
-    box, img = content_box(img)
-    hist = img.getchannel("A").histogram()
-    transparent = sum(hist[: ALPHA_VISIBLE + 1]) / (w * h)
-    if box is None or transparent > MAX_TRANSPARENT:
-        raise Skip(f"nearly empty ({transparent:.1%} transparent)")
-
-    img = img.crop(box)
-    colour = dominant_color(img)
-    pad = max(1, round(max(img.size) * PADDING))
-    canvas = Image.new("RGBA", (img.width + 2 * pad, img.height + 2 * pad), (0, 0, 0, 0))
-    canvas.paste(img, (pad, pad))
-    if max(canvas.size) > MAX_SIDE:
-        canvas.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-    if max(canvas.size) < MIN_SOURCE_SIDE:
-        raise Skip(f"content too small ({canvas.width}x{canvas.height})")
-
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG", optimize=True)
-    return buf.getvalue(), colour
-
-
-# --------------------------------------------------------------------------
-# What the demo catalogue already uses
-# --------------------------------------------------------------------------
-
-
-def demo_sources(script: Path) -> set[str]:
-    """Source files (relative, without suffix) listed by build_demo_catalogue.py."""
-    if not script.is_file():
-        return set()
+@functools.cache
+def demo_builder() -> ModuleType:
+    """``build_demo_catalogue.py``, beside this script, loaded as a module."""
+    script = Path(__file__).with_name("build_demo_catalogue.py")
     spec = importlib.util.spec_from_file_location("build_demo_catalogue", script)
     if spec is None or spec.loader is None:
-        return set()
+        raise ImportError(f"cannot load {script}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
     try:
         spec.loader.exec_module(module)
     finally:
         del sys.modules[spec.name]
+    return module
+
+
+def make_price(key: str, lo: float, hi: float) -> str:
+    """Deterministic shop-style price within [lo, hi] (log-uniform), seeded apart from the demo's."""
+    return str(demo_builder().make_price(key, lo, hi, SEED_NAMESPACE))
+
+
+def make_stock(key: str) -> str:
+    """Deterministic stock level; about one product in eight is sold out."""
+    return str(demo_builder().make_stock(key, SEED_NAMESPACE))
+
+
+def slugify(text: str) -> str:
+    return str(demo_builder().slugify(text)) or "product"
+
+
+def process_image(path: Path) -> tuple[bytes, str]:
+    """The demo's processing (crop to content, transparent margin, Lanczos down to 256 px, colour name), with
+    this catalogue's emptiness threshold; returns (png_bytes, colour_name) or raises the demo's ``Skip``."""
+    data, colour = demo_builder().process_image(path, max_transparent=MAX_TRANSPARENT)
+    return data, str(colour)
+
+
+def demo_sources() -> set[str]:
+    """Source files (relative, without suffix) listed by build_demo_catalogue.py."""
+    module = demo_builder()
     return {f"{folder}/{stem}" for cat in module.CATEGORIES for folder, stems in cat.sources.items() for stem in stems}
 
 
@@ -774,8 +642,7 @@ class Product:
 
 
 def build(png_root: Path, svg_root: Path, out: Path, demo: Path) -> list[Product]:
-    demo_script = Path(__file__).with_name("build_demo_catalogue.py")
-    used_by_demo = demo_sources(demo_script)
+    used_by_demo = demo_sources()
     demo_source_sums = file_checksums([png_root / f"{s}.png" for s in sorted(used_by_demo)])
     demo_output_sums = file_checksums(sorted((demo / "images").rglob("*.png")))
     if not used_by_demo or not demo_output_sums:
@@ -804,7 +671,7 @@ def build(png_root: Path, svg_root: Path, out: Path, demo: Path) -> list[Product
             seen_source[src_sum] = source
             try:
                 data, color = process_image(path)
-            except Skip as why:
+            except demo_builder().Skip as why:
                 print(f"  skip {source}: {why}", file=sys.stderr)
                 continue
             checksum = hashlib.sha256(data).hexdigest()

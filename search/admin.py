@@ -1,4 +1,5 @@
-"""Staff pages for the embedding spaces: availability, counts, versions, reindex buttons and job progress."""
+"""Staff pages for the embedding spaces: availability, counts, versions, reindex buttons and job progress; the
+hybrid ranking's tuned weights."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from django.utils.safestring import mark_safe
 
 from catalog.models import Product
 from search.indexing import jobs, sweep, versions
-from search.models import ReindexJob, SpaceState, SpaceVersion
+from search.models import RankingWeights, ReindexJob, SpaceState, SpaceVersion
 
 
 def _ensure_states() -> None:
@@ -115,17 +116,21 @@ class SpaceStateAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(url)
 
 
-@admin.register(ReindexJob)
-class ReindexJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "space", "scope", "status", "progress_bar", "failed", "created_at", "finished_at"]
-    list_filter = ["space", "status"]
-    readonly_fields = [f.name for f in ReindexJob._meta.fields]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the system writes (jobs, measurements): staff look, never add or edit."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(ReindexJob)
+class ReindexJobAdmin(ReadOnlyAdmin):
+    list_display = ["id", "space", "scope", "status", "progress_bar", "failed", "created_at", "finished_at"]
+    list_filter = ["space", "status"]
+    readonly_fields = [f.name for f in ReindexJob._meta.fields]
 
     @admin.display(description="scope")
     def scope(self, obj: ReindexJob) -> str:
@@ -138,6 +143,27 @@ class ReindexJobAdmin(admin.ModelAdmin):
         return format_html(
             '<progress max="100" value="{}" class="vt-progress"></progress> {}', obj.percent, obj.progress
         )
+
+
+@admin.register(RankingWeights)
+class RankingWeightsAdmin(ReadOnlyAdmin):
+    """What ``evaluate --tune hybrid`` chose, when, and what it measured; the newest row for the spaces in use
+    is what "Looks similar" uses. Read-only: weights come from measurement, not from a form."""
+
+    list_display = ["tuned_at", "ranking", "weights", "measured", "best_single", "queries", "folds"]
+    readonly_fields = [f.name for f in RankingWeights._meta.fields]
+
+    @admin.display(description="weights")
+    def weights(self, obj: RankingWeights) -> str:
+        return f"{obj.image_space} {obj.image_weight:.2f} + {obj.text_space} {obj.text_weight:.2f}"
+
+    @admin.display(description="precision (cross-validated)")
+    def measured(self, obj: RankingWeights) -> str:
+        return f"p@{obj.k} {obj.precision:.3f}"
+
+    @admin.display(description="best single space")
+    def best_single(self, obj: RankingWeights) -> str:
+        return f"{obj.best_single_space} p@{obj.k} {obj.best_single_precision:.3f}"
 
 
 @admin.action(description="Reindex selected products in every embedding space", permissions=["change"])

@@ -8,7 +8,7 @@ best first, one entry per product. Errors answer ``{"error": MESSAGE}`` with a 4
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from functools import wraps
@@ -59,11 +59,11 @@ def _k(request: HttpRequest) -> int:
     return int(raw)
 
 
-def _space(request: HttpRequest, modality: str) -> str | None:
+def _space(request: HttpRequest, modality: str, rankings: Sequence[str] = ()) -> str | None:
     if "space" not in request.GET:
         return None
     space = request.GET["space"]
-    usable = [key for key in embedders.enabled() if modality in embedders.modalities(key)]
+    usable = [key for key in embedders.enabled() if modality in embedders.modalities(key)] + list(rankings)
     if space not in usable:
         raise ApiError(f"space must be one of {', '.join(usable)} for this search, not {space[:40]!r}")
     return space
@@ -143,18 +143,19 @@ def product_similar(request: HttpRequest, pk: str) -> dict[str, Any]:
     product = Product.objects.published().select_related("category").filter(pk=int(pk)).first()
     if product is None:
         raise ApiError(f"no published product with id {pk}", status=404)
-    k, space = _k(request), _space(request, embedders.IMAGE)
+    hybrid = [similar.HYBRID] if embedders.text_spaces() else []
+    k, space = _k(request), _space(request, embedders.IMAGE, rankings=hybrid)
     filters = _filters(request)
     if _bool(request, "same_category") and product.category:
         filters = replace(filters, category_path=product.category.path)
     try:
-        version = similar.image_space_version(space)
+        ranking = similar.similar_ranking(space)
         if _empty_range(filters):
-            return {"results": [], "space": version.space}
-        hits = similar.similar_products(product=product, k=k, filters=filters, version=version)
+            return {"results": [], "space": ranking.space}
+        hits = similar.similar_products(product=product, k=k, filters=filters, ranking=ranking)
     except similar.NotIndexed as exc:
         raise ApiError(f"{exc}; try again shortly", status=409) from None
-    return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": version.space}
+    return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": ranking.space}
 
 
 @csrf_exempt  # read-only: any other method gets 405, not a CSRF 403
@@ -236,7 +237,8 @@ def schema(request: HttpRequest) -> JsonResponse:
     ]
     hit = {"type": "object", "required": ["product_id", "title", "url", "score", "image_url"], "properties": {
         "product_id": {"type": "integer"}, "title": {"type": "string"}, "url": {"type": "string", "format": "uri"},
-        "score": {"type": "number", "description": "Cosine similarity; for hybrid text search, the RRF score."},
+        "score": {"type": "number", "description": "Cosine similarity; for hybrid similar products, the weighted "
+                  "sum of the image and text cosines; for hybrid text search, the RRF score."},
         "image_url": {"type": ["string", "null"], "format": "uri"}}}  # fmt: skip
     results = {"type": "object", "required": ["results", "space"], "properties": {
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
@@ -263,7 +265,11 @@ def schema(request: HttpRequest) -> JsonResponse:
             "/api/products/{id}/similar": {"get": {
                 "summary": "Products that look like this one (itself excluded).",
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}, k,
-                               _param("space", "Image space.", {"type": "string", "enum": image_spaces}),
+                               _param("space", "An image space, or hybrid: look and words together (an image "
+                                      "space and the text space, with weights tuned for this catalogue by `evaluate "
+                                      "--tune hybrid`). Default: hybrid when the text space has vectors, else the "
+                                      "primary image space. The answer's space says which ran.",
+                                      {"type": "string", "enum": [*image_spaces, "hybrid"]}),
                                _param("same_category", "Only the product's category.", {"type": "boolean"}),
                                *filters],
                 "responses": answers(404, 409, 503)}},

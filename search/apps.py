@@ -19,7 +19,7 @@ def _probe_spaces_when_worker_ready(sender: Any = None, **_: Any) -> None:
 
 def _configure_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
     if connection.vendor == "postgresql":
-        from search.vectorstores.pgvector import configure_session
+        from search.vectorstores.sql import configure_session
 
         with connection.cursor() as cursor:
             configure_session(cursor)

@@ -259,3 +259,33 @@ class ReindexChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} chunk {self.number}"
+
+
+class RankingWeights(models.Model):
+    """The weights of the hybrid "Looks similar" ranking, chosen for this catalogue by ``evaluate --tune hybrid``
+    (cross-validated across categories) and used from then on. Each tuning adds a row; the newest one for the
+    spaces in use wins."""
+
+    ranking = models.CharField(max_length=32, default="hybrid")
+    image_space = models.CharField(max_length=32)
+    image_version = models.CharField(max_length=200)
+    text_space = models.CharField(max_length=32)
+    text_version = models.CharField(max_length=200)
+    image_weight = models.FloatField()
+    text_weight = models.FloatField()
+    k = models.PositiveSmallIntegerField(help_text="Precision is measured at this many results.")
+    precision = models.FloatField(help_text="Cross-validated precision@k of the hybrid ranking with these weights.")
+    best_single_space = models.CharField(max_length=32)
+    best_single_precision = models.FloatField(help_text="Precision@k of the best single space, same queries.")
+    folds = models.PositiveSmallIntegerField()
+    queries = models.PositiveIntegerField()
+    table = models.JSONField(default=dict, help_text="Precision@k for every weight tried, overall and per fold.")
+    tuned_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-tuned_at", "-pk"]
+        verbose_name = "ranking weights"
+        verbose_name_plural = "ranking weights"
+
+    def __str__(self) -> str:
+        return f"{self.ranking}: {self.image_space} {self.image_weight:.2f} + {self.text_space} {self.text_weight:.2f}"

@@ -12,18 +12,18 @@ from search.vectorstores import Filters
 
 
 def similar_products_panel(request: HttpRequest, product: Product) -> str:
-    """ "Looks similar" below a product: its nearest products by look, optionally in its own category."""
+    """ "Looks similar" below a product: its nearest products by look and words, optionally in its own category."""
     same_category = bool(request.GET.get("same_category") == "1" and product.category_id)
     filters = Filters(category_path=product.category.path) if same_category and product.category else None
     context: dict[str, object] = {"product": product, "same_category": same_category, "not_indexed": False}
     try:
-        version = similar.image_space_version()
+        # Hybrid (look and words) when the text space has vectors, else the primary image space.
+        ranking = similar.similar_ranking()
         hits = similar.similar_products(product=product, k=settings.VITRINE_SIMILAR_K, filters=filters,
-                                        version=version)  # fmt: skip
+                                        ranking=ranking)  # fmt: skip
     except similar.NotIndexed:
         context["not_indexed"] = True
     else:
-        products = similar.products_in_order([h.product_id for h in hits])
-        scores = {h.product_id: h.score for h in hits}
-        context.update(results=[(p, scores[p.pk]) for p in products], space=version.space)
+        # Shoppers see the products in order, never a score or which model ranked them.
+        context["results"] = similar.products_in_order([h.product_id for h in hits])
     return render_to_string("search/_similar.html", context, request=request)

@@ -82,7 +82,7 @@ def _photo_search_post(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 def compare(request: HttpRequest) -> HttpResponse:
-    """One product's nearest neighbours in every image space that has vectors, side by side."""
+    """One product's nearest neighbours in every image space that has vectors, and hybrid, side by side."""
     query = request.GET.get("product", "").strip()
     product = None
     candidates: list[Product] = []
@@ -96,11 +96,13 @@ def compare(request: HttpRequest) -> HttpResponse:
     columns: list[dict[str, object]] = []
     if product is not None:
         k = settings.VITRINE_SIMILAR_K
-        for space in embedders.enabled():
-            if embedders.IMAGE not in embedders.modalities(space):
-                continue
+        spaces = embedders.image_spaces() + ([similar.HYBRID] if embedders.text_spaces() else [])
+        for space in spaces:
             try:
-                hits = similar.similar_products(product=product, k=k, space=space)
+                ranking = similar.similar_ranking(space)
+                if ranking.space != space:
+                    raise similar.NotIndexed(f"{space} needs the text space's vectors; none are active yet")
+                hits = similar.similar_products(product=product, k=k, ranking=ranking)
             except similar.NotIndexed as exc:
                 columns.append({"space": space, "error": str(exc)})
                 continue

@@ -22,17 +22,21 @@ def _media_root(settings: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _space_states_forgotten() -> Iterator[None]:
-    """Tests empty the tables between them; the per-process memo of written space states must follow."""
+    """Tests empty the tables between them; the per-process memos of written space states and of active versions
+    must follow."""
     from django.apps import apps
 
     if not apps.is_installed("search"):  # the catalogue's tests without search (test_catalog_without_search)
         yield
         return
     from search.indexing import versions
+    from search.querying.active import active_forget
 
     versions.space_states_forget()
+    active_forget()
     yield
     versions.space_states_forget()
+    active_forget()
 
 
 @pytest.fixture

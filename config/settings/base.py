@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
+Number = TypeVar("Number", int, float)
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -32,24 +34,22 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true/false)")
 
 
-def env_int(name: str, default: int) -> int:
+def _env_number(name: str, default: Number, parse: Callable[[str], Number], kind: str) -> Number:
     value = env(name)
     if value is None:
         return default
     try:
-        return int(value)
+        return parse(value)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from exc
+        raise ImproperlyConfigured(f"{name}={value!r} is not {kind}") from exc
+
+
+def env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int, "an integer")
 
 
 def env_float(name: str, default: float) -> float:
-    value = env(name)
-    if value is None:
-        return default
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from exc
+    return _env_number(name, default, float, "a number")
 
 
 def env_json(name: str, default: Any) -> Any:
@@ -301,6 +301,11 @@ VITRINE_SPACES.update(_extra_spaces)
 VITRINE_ENABLED_SPACES = env_list("VITRINE_ENABLED_SPACES", list(VITRINE_SPACES))
 VITRINE_PRIMARY_IMAGE_SPACE = str(env("VITRINE_PRIMARY_IMAGE_SPACE", "clip"))
 VITRINE_FALLBACK_IMAGE_SPACE = str(env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
+# How long a process trusts its cached active versions and ranking weights, in seconds (search/querying/active.py).
+VITRINE_ACTIVE_CACHE_S = env_float("VITRINE_ACTIVE_CACHE_S", 5.0)
+# Hybrid "Looks similar": a bonus for the viewed product's own category, added to the weighted cosines. Off: it is
+# not tuned, because evaluation labels relevance by category, which would make it score itself.
+VITRINE_HYBRID_CATEGORY_PRIOR = env_float("VITRINE_HYBRID_CATEGORY_PRIOR", 0.0)
 # An image whose embedding keeps failing is marked failed after this many attempts.
 VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 # Text search, per source (search.querying.text): a vector source answers when the query shares a word with the

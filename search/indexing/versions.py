@@ -21,6 +21,7 @@ from search import embedders
 from search.embedders import Embedder, SpaceUnavailable
 from search.indexing.sources import product_text, product_text_hash
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceState, SpaceVersion
+from search.querying.active import active_forget
 from search.vectorstores import get_store
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,15 @@ def _record_state(key: str, *, available: bool, reason: str = "", model_id: str 
                            "model_id": model_id[:300]},
     )  # fmt: skip
     _recorded_states[key] = (state, time.monotonic())
+    if last is None or last[0][0] != available:
+        _forget_active()  # which image space is primary may follow
+
+
+def _forget_active() -> None:
+    """This process's cached active versions are out of date: now, and again once the change commits (a search
+    in between would cache what the transaction has not committed yet)."""
+    active_forget()
+    transaction.on_commit(active_forget)
 
 
 def space_states_forget() -> None:
@@ -81,6 +91,7 @@ def version_register(*, space: str, version: str, dimension: int) -> SpaceVersio
                       "state": SpaceVersion.State.BUILDING if has_active else SpaceVersion.State.ACTIVE,
                       "activated_at": None if has_active else timezone.now()},
         )  # fmt: skip
+        _forget_active()  # a first version is active at once: this process reads it next
     is_text = embedders.is_text_only(space)
     get_store().ensure_version(space=space, version=version, dimension=dimension, products=is_text)
     row.refresh_from_db()
@@ -113,6 +124,9 @@ def version_activate_if_complete(*, space: str) -> SpaceVersion | None:
         SpaceVersion.objects.filter(pk__in=[r.pk for r in retired]).update(state=SpaceVersion.State.RETIRED)
         SpaceVersion.objects.filter(pk=candidate.pk).update(state=SpaceVersion.State.ACTIVE,
                                                             activated_at=timezone.now())  # fmt: skip
+        # This process reads the new version from its next search; others within VITRINE_ACTIVE_CACHE_S, or at
+        # once when the drop below leaves their cached version empty (search.querying.active).
+        _forget_active()
     for old in retired:
         get_store().drop_version(space=space, version=old.version)
     logger.info("space %s switched to version %s", space, candidate.version)

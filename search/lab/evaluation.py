@@ -30,6 +30,7 @@ from search.lab.metrics import (
 )
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceState, SpaceVersion
 from search.querying import similar, text
+from search.querying.hybrid import hybrid_weights
 from search.vectorstores import get_store
 
 
@@ -63,7 +64,8 @@ def _named_version(space: str, name: str) -> SpaceVersion:
     return version
 
 
-def _indexed_product_ids(space: str, version: str) -> set[int]:
+def indexed_product_ids(space: str, version: str) -> set[int]:
+    """Products with a vector in this (space, version): of an image, or of their text."""
     if embedders.is_text_only(space):
         texts = ProductEmbedding.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK)
         return set(texts.values_list("product_id", flat=True))
@@ -97,29 +99,39 @@ def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | 
     """Leave-one-out over the catalogue: every indexed product with another indexed product of its
     category is a query; relevant = those other products. Queries without one are left out.
 
+    ``space`` may be ``hybrid`` (an image space and the text space together, with their tuned weights).
     ``version_name`` evaluates that model version instead of the active one (``manage.py quantize``
     compares an int8 version, built beside fp32, before it is activated).
     """
-    version = _active(space) if version_name is None else _named_version(space, version_name)
-    indexed_ids = _indexed_product_ids(space, version.version)
+    text = space != similar.HYBRID and embedders.is_text_only(space)
+    if space == similar.HYBRID:
+        ranking = hybrid_ranking()
+        label, image = ranking_label(ranking), ranking.image
+        assert ranking.text is not None
+        indexed_ids = indexed_product_ids(image.space, image.version)
+        indexed_ids |= indexed_product_ids(ranking.text.space, ranking.text.version)
+    else:
+        version = _active(space) if version_name is None else _named_version(space, version_name)
+        ranking = similar.Ranking(space=space, image=version)
+        label, image = version.version, version
+        indexed_ids = indexed_product_ids(space, version.version)
     products = list(Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False)
                     .select_related("category").order_by("pk"))  # fmt: skip
     labels = {p.pk: p.category_id for p in products}
     sizes = Counter(labels.values())
-    text = embedders.is_text_only(space)
-    images = _primary_images(labels) if text else _query_images(labels, space, version.version)
+    images = _primary_images(labels) if text else _query_images(labels, image.space, image.version)
     queries: list[QueryOutcome] = []
     for product in products:
         n_relevant = sizes[product.category_id] - 1
         if n_relevant <= 0:
             continue
         if text:
-            neighbours = _text_neighbours(product=product, space=space, version=version, k=k, labels=labels,
+            neighbours = _text_neighbours(product=product, space=space, version=image, k=k, labels=labels,
                                           images=images)  # fmt: skip
         else:
-            hits = similar.similar_products(product=product, k=k, space=space, version=version)
-            neighbours = [Neighbour(product_id=h.product_id, image_id=h.image_id, score=h.score,
-                                    relevant=labels.get(h.product_id) == product.category_id)
+            hits = similar.similar_products(product=product, k=k, ranking=ranking)
+            neighbours = [Neighbour(product_id=h.product_id, image_id=h.image_id or images.get(h.product_id),
+                                    score=h.score, relevant=labels.get(h.product_id) == product.category_id)
                           for h in hits]  # fmt: skip
         category = product.category.name if product.category else ""
         queries.append(score_query(label=product.title, category=category, neighbours=neighbours,
@@ -129,7 +141,29 @@ def evaluate_space(*, space: str, k: int = 5, progress: Callable[[int], None] | 
             progress(1)
     if not queries:
         raise NothingToEvaluate(f"no product in {space} has another indexed product of its category")
-    return EvaluationResult(space=space, version=version.version, k=k, mode="leave-one-out", queries=queries)
+    return EvaluationResult(space=space, version=label, k=k, mode="leave-one-out", queries=queries)
+
+
+def hybrid_ranking() -> similar.Ranking:
+    """The hybrid ranking shoppers get, or :class:`NothingToEvaluate` with the reason it cannot run here."""
+    try:
+        ranking = similar.similar_ranking(similar.HYBRID)
+    except similar.NotIndexed as exc:
+        raise NothingToEvaluate(f"hybrid needs an image space with vectors: {exc}") from None
+    if ranking.text is None:
+        spaces = embedders.text_spaces()
+        reason = _unavailable_reason(spaces[0]) if spaces else "no text space is enabled (VITRINE_ENABLED_SPACES)"
+        raise NothingToEvaluate(f"hybrid needs a text space with vectors: {reason}")
+    return ranking
+
+
+def ranking_label(ranking: similar.Ranking) -> str:
+    """What a hybrid result says it measured: both spaces and the weights (tuned, or the defaults)."""
+    assert ranking.text is not None
+    weights = hybrid_weights(image_space=ranking.image.space, text_space=ranking.text.space)
+    origin = f"tuned {weights.tuned.tuned_at:%Y-%m-%d}" if weights.tuned else "default weights, not tuned"
+    return (f"{ranking.image.space} {weights.image:.2f} + {ranking.text.space} {weights.text:.2f} "
+            f"({origin})")  # fmt: skip
 
 
 def _text_neighbours(*, product: Product, space: str, version: SpaceVersion, k: int, labels: dict[int, int | None],
@@ -197,7 +231,7 @@ def evaluate_text_queries(*, space: str, queries: Sequence[TextQuery], k: int = 
         embedders.load(space)
     except embedders.SpaceUnavailable as exc:
         raise NothingToEvaluate(f"the {space} space is unavailable: {exc.reason}") from None
-    indexed_ids = _indexed_product_ids(space, version.version)
+    indexed_ids = indexed_product_ids(space, version.version)
     products = Product.objects.published().filter(pk__in=indexed_ids, category__isnull=False)
     category_of = dict(products.values_list("pk", "category__path"))
     images = _query_images(category_of, space, version.version) if not embedders.is_text_only(space) else {}
@@ -237,10 +271,11 @@ class Skipped:
 def evaluate_all(
     *, k: int = 5, spaces: Sequence[str] | None = None, progress: Callable[[int], None] | None = None
 ) -> tuple[list[EvaluationResult], list[Skipped]]:
-    """Leave-one-out in every enabled space (or ``spaces``); those that cannot answer are skipped with why."""
+    """Leave-one-out in every enabled space and hybrid (or ``spaces``); those that cannot answer are skipped
+    with why."""
     results: list[EvaluationResult] = []
     skipped: list[Skipped] = []
-    for space in spaces or embedders.enabled():
+    for space in spaces or [*embedders.enabled(), similar.HYBRID]:
         try:
             results.append(evaluate_space(space=space, k=k, progress=progress))
         except NothingToEvaluate as exc:

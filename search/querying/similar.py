@@ -9,18 +9,23 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
 
-from catalog.models import Product
-from search.models import ImageEmbedding, SpaceState, SpaceVersion
+from catalog.models import Product, ProductImage
+from search import embedders
+from search.models import ImageEmbedding, SpaceVersion
+from search.querying import hybrid
+from search.querying.active import active_changed, active_state
 from search.vectorstores import Filters, ImageHit, get_store
+from search.vectorstores.base import VersionRef
+
+HYBRID = "hybrid"  # "Looks similar" by look and words together (search/querying/hybrid.py)
 
 
 @dataclass(frozen=True)
 class ProductHit:
     product_id: int
-    image_id: int  # the product's image that matched best
-    score: float  # cosine similarity of that image
+    image_id: int | None  # the product's image that matched best (None: a product with no embedded image)
+    score: float  # cosine similarity of that image; for hybrid, the weighted sum of cosines
 
 
 class NotIndexed(Exception):
@@ -29,7 +34,7 @@ class NotIndexed(Exception):
 
 def image_space_version(space: str | None = None) -> SpaceVersion:
     """The active version of ``space`` or, by default, of the primary image space: the configured one
-    (``clip``) when it is available and has vectors, else the fallback (``cnn``). One query.
+    (``clip``) when it is available and has vectors, else the fallback (``cnn``). Cached per process.
 
     Raises :class:`NotIndexed` when neither has vectors yet.
     """
@@ -37,16 +42,11 @@ def image_space_version(space: str | None = None) -> SpaceVersion:
         return active_version(space)
     primary = str(settings.VITRINE_PRIMARY_IMAGE_SPACE)
     fallback = str(settings.VITRINE_FALLBACK_IMAGE_SPACE)
-    available = SpaceState.objects.filter(key=OuterRef("space"), available=True)
-    rows = {
-        row.space: row
-        for row in SpaceVersion.objects.filter(state=SpaceVersion.State.ACTIVE, space__in=[primary, fallback])
-        .filter(Q(space=fallback) | Exists(available))
-    }  # fmt: skip
-    if primary in settings.VITRINE_ENABLED_SPACES and primary in rows:
-        return rows[primary]
-    if fallback in rows:
-        return rows[fallback]
+    state = active_state()
+    if primary in settings.VITRINE_ENABLED_SPACES and primary in state.versions and state.available.get(primary):
+        return state.versions[primary]
+    if fallback in state.versions:
+        return state.versions[fallback]
     raise NotIndexed(f"the {fallback} space has no vectors yet")
 
 
@@ -56,6 +56,42 @@ def primary_image_space() -> str:
         return image_space_version().space
     except NotIndexed:
         return str(settings.VITRINE_FALLBACK_IMAGE_SPACE)
+
+
+def active_version(space: str) -> SpaceVersion:
+    """The active version of ``space`` (cached per process); :class:`NotIndexed` when it has none."""
+    version = active_state().versions.get(space)
+    if version is None:
+        raise NotIndexed(f"the {space} space has no vectors yet")
+    return version
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How similar products are ranked: by one image space, or ``hybrid`` (an image space and a text space)."""
+
+    space: str  # what the answer says it used: an image space's key, or "hybrid"
+    image: SpaceVersion
+    text: SpaceVersion | None = None  # hybrid only
+
+
+def hybrid_text_version() -> SpaceVersion | None:
+    """The text space hybrid uses (the first enabled text space) when it has an active version."""
+    versions = active_state().versions
+    return next((versions[key] for key in embedders.text_spaces() if key in versions), None)
+
+
+def similar_ranking(space: str | None = None) -> Ranking:
+    """The ranking for ``space``: an image space alone, or ``hybrid``. By default (None) hybrid when a text space
+    has vectors, else the primary image space; ``hybrid`` without text vectors is the image space alone.
+
+    Raises :class:`NotIndexed` when the image space has no vectors yet.
+    """
+    if space and space != HYBRID:
+        return Ranking(space=space, image=image_space_version(space))
+    image = image_space_version()
+    text = hybrid_text_version()
+    return Ranking(space=HYBRID, image=image, text=text) if text else Ranking(space=image.space, image=image)
 
 
 def collapse_to_products(hits: list[ImageHit], k: int) -> list[ProductHit]:
@@ -77,25 +113,52 @@ def product_query_vector(*, product: Product, space: str, version: str) -> np.nd
 
 
 def similar_products(*, product: Product, k: int = 10, space: str | None = None, filters: Filters | None = None,
-                     version: SpaceVersion | None = None) -> list[ProductHit]:  # fmt: skip
-    """The ``k`` products whose images are nearest to ``product``'s, itself excluded, one entry per product.
+                     version: SpaceVersion | None = None,
+                     ranking: Ranking | None = None) -> list[ProductHit]:  # fmt: skip
+    """The ``k`` products most like ``product``, itself excluded, one entry per product, best first.
 
-    ``space`` defaults to the primary image space; pass ``version`` (from :func:`image_space_version`)
-    to skip looking it up. Raises :class:`NotIndexed` when the product (or the space) has no vectors yet.
+    ``ranking`` (from :func:`similar_ranking`), or ``space`` (an image space, or ``hybrid``; default: hybrid when
+    the text space has vectors), or ``version`` (an image space's, that space alone). Hybrid uses the weights tuned
+    for this catalogue. Raises :class:`NotIndexed` when the product (or the space) has no vectors yet.
     """
-    version = version or image_space_version(space)
+    if ranking is None:
+        ranking = Ranking(space=version.space, image=version) if version else similar_ranking(space)
     try:
-        return similar_to_vector(vector=None, space=version.space, version=version, k=k, filters=filters,
-                                 exclude_product_id=product.pk, like_product_id=product.pk)  # fmt: skip
+        hits, complete = _ranked(product=product, k=k, filters=filters, ranking=ranking)
     except LookupError:
-        raise NotIndexed(f"{product} has no vector in the {version.space} space yet") from None
+        hits, complete = None, False
+    if not complete and active_changed(ranking.image, ranking.text):
+        # A version this process had cached may have been retired (and dropped) by another process: a product
+        # then seems to lack its vectors. Read the versions now active instead.
+        return similar_products(product=product, k=k, space=ranking.space, filters=filters)
+    if hits is None:
+        raise NotIndexed(f"{product} has no vector in the {ranking.image.space} space yet")
+    return hits
 
 
-def active_version(space: str) -> SpaceVersion:
-    version = SpaceVersion.objects.filter(space=space, state=SpaceVersion.State.ACTIVE).first()
-    if version is None:
-        raise NotIndexed(f"the {space} space has no vectors yet")
-    return version
+def _ranked(*, product: Product, k: int, filters: Filters | None, ranking: Ranking) -> tuple[list[ProductHit], bool]:
+    """The hits, and whether they look complete: False when the product seemed to lack a vector or nothing was
+    found (which a version retired meanwhile would explain)."""
+    image = ranking.image
+    if ranking.text is None:
+        hits = similar_to_vector(vector=None, space=image.space, version=image, k=k, filters=filters,
+                                 exclude_product_id=product.pk, like_product_id=product.pk)  # fmt: skip
+        return hits, bool(hits)
+    text = ranking.text
+    weights = hybrid.hybrid_weights(image_space=image.space, text_space=text.space)
+    fetch = hybrid.pool_size(k)
+    while True:
+        pool = get_store().similar_candidates(
+            product_id=product.pk, image=VersionRef(image.space, image.version, image.dimension),
+            text=VersionRef(text.space, text.version, text.dimension), pool=fetch, filters=filters,
+        )  # fmt: skip
+        more = pool.image_rows >= fetch or pool.text_rows >= fetch  # a search may have had more to give
+        if len(pool.candidates) >= k or not more or fetch >= 5000:
+            break
+        fetch *= 4
+    order = hybrid.hybrid_order(pool=pool, weights=weights, k=k, category_id=product.category_id)
+    hits = [ProductHit(product_id=s.product_id, image_id=s.image_id, score=s.score) for s in order]
+    return hits, bool(hits) and pool.query_image and pool.query_text
 
 
 def similar_to_vector(
@@ -117,6 +180,17 @@ def similar_to_vector(
 
 
 def products_in_order(ids: list[int]) -> list[Product]:
-    """Published products for these ids, in this order, ready for cards (queries do not grow with k)."""
-    found = Product.objects.published().for_listing().in_bulk(ids)
+    """Published products for these ids, in this order, ready for cards (queries do not grow with k).
+
+    One query in the usual case: the primary images with their products and categories joined, each product
+    given its image as ``for_listing()`` would (a second query only for products without a primary image).
+    """
+    images = ProductImage.objects.filter(product_id__in=ids, is_primary=True, product__is_active=True).order_by()
+    found: dict[int, Product] = {}
+    for image in images.select_related("product__category"):
+        product = image.product
+        product._primary_images = [image]  # type: ignore[attr-defined]  # what Product.primary_image reads
+        found[product.pk] = product
+    if missing := [pk for pk in ids if pk not in found]:
+        found.update(Product.objects.published().for_listing().in_bulk(missing))
     return [found[pk] for pk in ids if pk in found]

@@ -39,6 +39,44 @@ class ImageHit:
         return 1.0 - self.distance
 
 
+@dataclass(frozen=True)
+class VersionRef:
+    """One (space, model version) a search reads, with its dimension."""
+
+    space: str
+    version: str
+    dimension: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A product found near a query product by at least one signal, with its exact cosine in each.
+
+    ``None`` means the product has no vector in that space (no embedded image, or no text vector yet), never 0.
+    """
+
+    product_id: int
+    category_id: int | None
+    image_id: int | None  # its image nearest to the query's
+    image_score: float | None  # cosine of that image to the query product's image
+    text_score: float | None  # cosine of its title+description vector to the query product's
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """What :meth:`VectorStore.similar_candidates` found: the union of both searches, each re-scored exactly.
+
+    ``image_rows``/``text_rows``: how many rows each search returned; one that returned the whole ``pool`` may
+    have had more to give. ``query_image``/``query_text``: whether the query product has a vector in that space.
+    """
+
+    candidates: list[Candidate]
+    image_rows: int
+    text_rows: int
+    query_image: bool
+    query_text: bool
+
+
 class VectorStore:
     """Postgres is the source of truth: every store writes vectors to ``search_imageembedding`` /
     ``search_productembedding``; a store that serves searches from elsewhere (Milvus) also keeps a copy
@@ -88,6 +126,18 @@ class VectorStore:
         self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int, filters: Filters | None = None,
     ) -> list[tuple[int, float]]:  # fmt: skip
         """The ``k`` nearest products of a text space as (product_id, cosine distance), best first."""
+        raise NotImplementedError
+
+    def similar_candidates(
+        self, *, product_id: int, image: VersionRef, text: VersionRef | None, pool: int,
+        filters: Filters | None = None, published_only: bool = True,
+    ) -> CandidatePool:  # fmt: skip
+        """Products near ``product_id`` by look and by words: the ``pool`` nearest images (image space) and the
+        ``pool`` nearest products (text space) to the product's own vectors, the product itself excluded and the
+        filters applied inside both searches; their union, each with its exact cosine in both spaces.
+
+        :class:`LookupError` when the product has a vector in neither space.
+        """
         raise NotImplementedError
 
     def drop_version(self, *, space: str, version: str) -> None:

@@ -29,7 +29,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from search.models import EmbeddingStatus, ImageColour, ImageEmbedding, ProductEmbedding, SpaceVersion
-from search.vectorstores.base import Filters, ImageHit, VectorStore
+from search.vectorstores.base import CandidatePool, Filters, ImageHit, VectorStore, VersionRef
+from search.vectorstores.candidates import candidate_pool
 from search.vectorstores.pgvector import PgVectorStore, images_write, products_write
 
 logger = logging.getLogger(__name__)
@@ -343,10 +344,18 @@ class MilvusStore(VectorStore):
     # -- reads -------------------------------------------------------------------------------------
     def _search(self, name: str, vector: np.ndarray, k: int, expression: str) -> list[dict[str, Any]]:
         ef = max(int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
-        results = self.client.search(
-            name, data=[np.asarray(vector, dtype=np.float32).tolist()], limit=int(k), filter=expression,
-            output_fields=["product_id"], search_params={"metric_type": "COSINE", "params": {"ef": ef}},
-        )  # fmt: skip
+        try:
+            results = self.client.search(
+                name, data=[np.asarray(vector, dtype=np.float32).tolist()], limit=int(k), filter=expression,
+                output_fields=["product_id"], search_params={"metric_type": "COSINE", "params": {"ef": ef}},
+            )  # fmt: skip
+        except self.pymilvus.MilvusException:
+            if self.client.has_collection(name):
+                raise
+            # Another process retired this version and dropped its collection: nothing is found here any more,
+            # and search (search.querying.active) then reads the version now active.
+            self._loaded.discard(name)
+            return []
         return list(results[0]) if results else []
 
     def nearest_images(
@@ -375,6 +384,33 @@ class MilvusStore(VectorStore):
             return []
         hits = self._search(name, vector, k, filter_expression(filters=filters))
         return sorted(((int(h["id"]), 1.0 - float(h["distance"])) for h in hits), key=lambda h: (h[1], h[0]))
+
+    def similar_candidates(
+        self, *, product_id: int, image: VersionRef, text: VersionRef | None, pool: int,
+        filters: Filters | None = None, published_only: bool = True,
+    ) -> CandidatePool:  # fmt: skip
+        """Both searches in Milvus; the exact scores of their union from Postgres, which holds every vector."""
+        expression = filter_expression(filters=filters, published_only=published_only, exclude_product_id=product_id)
+        ids: list[int] = []
+        image_rows = text_rows = 0
+        image_vector = ImageEmbedding.objects.product_vector(product_id=product_id, space=image.space,
+                                                             version=image.version)  # fmt: skip
+        name = self._ready(image.space, image.version) if image_vector is not None else None
+        if name is not None and image_vector is not None:
+            found = self._search(name, image_vector, pool, expression)
+            image_rows = len(found)
+            ids += [int(h["entity"]["product_id"]) for h in found]
+        if text is not None:
+            rows = ProductEmbedding.objects.filter(product_id=product_id, space=text.space,
+                                                   model_version=text.version, status=EmbeddingStatus.OK)  # fmt: skip
+            own = rows.values_list("vector", flat=True).first()
+            name = self._ready(text.space, text.version) if own is not None else None
+            if name is not None and own is not None:
+                found = self._search(name, np.asarray(own, dtype=np.float32), pool, expression)
+                text_rows = len(found)
+                ids += [int(h["id"]) for h in found]
+        return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,
+                              found=(ids, image_rows, text_rows))  # fmt: skip
 
 
 def _product_vector(*, space: str, version: str, product_id: int) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,69 +21,13 @@ from django.utils import timezone
 from pgvector import HalfVector, Vector
 
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
-from search.vectorstores.base import Filters, ImageHit, VectorStore
+from search.vectorstores.base import CandidatePool, Filters, ImageHit, VectorStore, VersionRef
+from search.vectorstores.candidates import candidate_pool
+from search.vectorstores.sql import filter_sql, run_vector_query, sql_literal, storage_type
 
 logger = logging.getLogger(__name__)
-_SAFE = re.compile(r"^[A-Za-z0-9._:+-]{1,200}$")
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
-
-
-def _literal(value: str) -> str:
-    # Space keys and versions are ours, but never trust a string spliced into SQL.
-    if not _SAFE.match(value):
-        raise ValueError(f"unsafe identifier for SQL: {value!r}")
-    return "'" + value + "'"
-
-
-def _filter_sql(filters: Filters | None) -> tuple[list[str], list[object]]:
-    """SQL conditions on ``p`` (product) and ``c`` (category) for the shopper filters."""
-    if filters is None:
-        return [], []
-    conditions: list[str] = []
-    params: list[object] = []
-    if filters.category_path:
-        conditions.append("(c.path = %s OR c.path LIKE %s)")
-        params += [filters.category_path, filters.category_path.replace("%", r"\%").replace("_", r"\_") + "/%"]
-    if filters.price_min is not None:
-        conditions.append("p.price >= %s")
-        params.append(filters.price_min)
-    if filters.price_max is not None:
-        conditions.append("p.price <= %s")
-        params.append(filters.price_max)
-    if filters.in_stock:
-        conditions.append("p.stock > 0")
-    if filters.colour:
-        # As search.models.colour_condition: the product's field, or one of its pictures (GIN index on names).
-        conditions.append("(lower(p.color) = %s OR EXISTS (SELECT 1 FROM search_imagecolour ic JOIN "
-                          "catalog_productimage ci ON ci.id = ic.image_id WHERE ci.product_id = p.id "
-                          "AND ic.names @> ARRAY[%s]::varchar[]))")  # fmt: skip
-        params += [filters.colour, filters.colour]
-    return conditions, params
-
-
-SESSION_EF_SEARCH = 100
-
-
-def configure_session(cursor: Any) -> None:
-    """Per connection, once: pgvector 0.8 iterative scans (when filters reject candidates, keep walking
-    the index instead of returning fewer than k rows) and a search breadth that fits k up to 50."""
-    cursor.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {SESSION_EF_SEARCH}")
-
-
-def _run_vector_query(sql: str, params: list[Any], k: int) -> list[tuple[Any, ...]]:
-    if 2 * k <= SESSION_EF_SEARCH:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {min(1000, 2 * int(k))}")
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-
-
-def storage_type(dimension: int) -> str:
-    return "vector" if dimension <= 2000 else "halfvec"
 
 
 def index_name(space: str, version: str) -> str:
@@ -157,7 +100,7 @@ def images_copy(*, space: str, version: str, items: Iterable[tuple[int, np.ndarr
     the table; otherwise rows go to a temporary table first and are upserted from there in
     one statement, so a reindex can overwrite what is there.
     """
-    _literal(space), _literal(version)  # validated like every identifier we store
+    sql_literal(space), sql_literal(version)  # validated like every identifier we store
     table = ImageEmbedding._meta.db_table
     vectors = ((int(pk), np.asarray(v, dtype=np.float32)) for pk, v in items)
     with transaction.atomic():
@@ -183,6 +126,24 @@ def images_copy(*, space: str, version: str, items: Iterable[tuple[int, np.ndarr
                 [space, version],
             )
             return n
+
+
+def products_copy_fresh(*, space: str, version: str, items: Iterable[tuple[int, np.ndarray, str]]) -> int:
+    """Bulk-load text-space vectors ``(product_id, vector, source_hash)`` of a version that has no rows yet
+    (a synthetic seed) with binary COPY; returns the number of rows."""
+    sql_literal(space), sql_literal(version)
+    table = ProductEmbedding._meta.db_table
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor:
+            return _copy_rows(
+                cursor,
+                f"COPY {table} (product_id, space, model_version, status, vector, source_hash, attempts, error, "
+                "updated_at) FROM STDIN (FORMAT BINARY)",
+                ["int8", "text", "text", "text", "vector", "text", "int2", "text", "timestamptz"],
+                ((int(pk), space, version, "ok", np.asarray(v, dtype=np.float32), source_hash, 0, "", timezone.now())
+                 for pk, v, source_hash in items),
+            )  # fmt: skip
 
 
 def maintenance_memory_mb(*, rows: int, dimension: int, kind: str = "vector", m: int = HNSW_M) -> int:
@@ -216,7 +177,7 @@ def index_build(*, space: str, version: str, dimension: int, products: bool = Fa
         f"CREATE INDEX {concurrently}IF NOT EXISTS {connection.ops.quote_name(name)} ON {table} "
         f"USING hnsw ((vector::{kind}({dimension})) {kind}_cosine_ops) "
         f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) "
-        f"WHERE space = {_literal(space)} AND model_version = {_literal(version)}"
+        f"WHERE space = {sql_literal(space)} AND model_version = {sql_literal(version)}"
     )
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {table} WHERE space = %s AND model_version = %s", [space, version])
@@ -270,7 +231,7 @@ class PgVectorStore(VectorStore):
             cte = (
                 f"WITH q AS MATERIALIZED (SELECT qe.vector::{kind}({dimension}) AS v FROM {self.table} qe "
                 "JOIN catalog_productimage qi ON qi.id = qe.image_id WHERE qi.product_id = %s "
-                f"AND qe.space = {_literal(space)} AND qe.model_version = {_literal(version)} "
+                f"AND qe.space = {sql_literal(space)} AND qe.model_version = {sql_literal(version)} "
                 "AND qe.status = 'ok' ORDER BY qi.is_primary DESC, qi.position, qi.id LIMIT 1) "
             )
             query_sql, params = "(SELECT v FROM q)", [int(like_product_id)]
@@ -278,13 +239,13 @@ class PgVectorStore(VectorStore):
             assert vector is not None
             query_sql = f"%s::{kind}({dimension})"
             params = [(HalfVector(vector) if kind == "halfvec" else Vector(vector)).to_text()]
-        conditions = [f"e.space = {_literal(space)}", f"e.model_version = {_literal(version)}", "e.status = 'ok'"]
+        conditions = [f"e.space = {sql_literal(space)}", f"e.model_version = {sql_literal(version)}", "e.status = 'ok'"]
         if published_only:
             conditions.append("p.is_active")
         if exclude_product_id is not None:
             conditions.append("i.product_id <> %s")
             params.append(int(exclude_product_id))
-        more, more_params = _filter_sql(filters)
+        more, more_params = filter_sql(filters)
         conditions += more
         params += more_params
         if like_product_id is None:
@@ -299,7 +260,7 @@ class PgVectorStore(VectorStore):
             f"WHERE {' AND '.join(conditions)} "
             f"ORDER BY {expression} <=> {query_sql} LIMIT %s"
         )
-        rows = _run_vector_query(sql, params, k)
+        rows = run_vector_query(sql, params, k)
         if rows and rows[0][2] is None:  # the product has no vector in this version
             raise LookupError(f"product {like_product_id} has no vector in {space} {version}")
         hits = [ImageHit(image_id=r[0], product_id=r[1], distance=float(r[2])) for r in rows]
@@ -311,9 +272,9 @@ class PgVectorStore(VectorStore):
         kind = storage_type(dimension)
         expression = f"(e.vector::{kind}({dimension}))"
         query = (HalfVector(vector) if kind == "halfvec" else Vector(vector)).to_text()
-        conditions = [f"e.space = {_literal(space)}", f"e.model_version = {_literal(version)}", "e.status = 'ok'",
+        conditions = [f"e.space = {sql_literal(space)}", f"e.model_version = {sql_literal(version)}", "e.status = 'ok'",
                       "p.is_active"]  # fmt: skip
-        more, more_params = _filter_sql(filters)
+        more, more_params = filter_sql(filters)
         sql = (
             f"SELECT e.product_id, {expression} <=> %s::{kind}({dimension}) AS distance "
             f"FROM {ProductEmbedding._meta.db_table} e "
@@ -322,8 +283,16 @@ class PgVectorStore(VectorStore):
             f"WHERE {' AND '.join(conditions + more)} "
             f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT %s"
         )
-        rows = _run_vector_query(sql, [query, *more_params, query, int(k)], k)
+        rows = run_vector_query(sql, [query, *more_params, query, int(k)], k)
         return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda h: (h[1], h[0]))
+
+    def similar_candidates(
+        self, *, product_id: int, image: VersionRef, text: VersionRef | None, pool: int,
+        filters: Filters | None = None, published_only: bool = True,
+    ) -> CandidatePool:  # fmt: skip
+        # Both searches and the exact scores in one statement: one round trip.
+        return candidate_pool(product_id=product_id, image=image, text=text, pool=pool, filters=filters,
+                              published_only=published_only)  # fmt: skip
 
     def rebuild(self, *, space: str, version: str, dimension: int, products: bool = False) -> int:
         """The rows are the store: make sure the index exists (``ensure_version`` did) and count them."""

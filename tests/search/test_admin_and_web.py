@@ -80,7 +80,8 @@ client = Client()
 for url in ["/", "/products/", "/products/{product.slug}/", "/search/", "/search/photo/", "/api/schema"]:
     assert client.get(url).status_code == 200, url
 client.force_login(get_user_model().objects.get(pk={user.pk}))
-for url in ["/admin/search/spacestate/", "/admin/search/reindexjob/", "/admin/catalog/product/", "/staff/upload/"]:
+for url in ["/admin/search/spacestate/", "/admin/search/reindexjob/", "/admin/search/rankingweights/",
+            "/admin/catalog/product/", "/staff/upload/"]:
     assert client.get(url).status_code == 200, url
 heavy = sorted(m for m in ("torch", "torchvision", "sentence_transformers", "transformers") if m in sys.modules)
 print("heavy:", heavy)

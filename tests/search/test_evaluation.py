@@ -116,13 +116,15 @@ def test_all_spaces_and_text_queries_in_one_json_object(indexed, queries_csv):
     data = json.loads(out.getvalue())
     assert data["k"] == 2
     by_space = {r["space"]: r for r in data["results"]}
-    assert list(by_space) == ["pixels", "cnn", "clip", "text"]
+    assert list(by_space) == ["pixels", "cnn", "clip", "text", "hybrid"]  # hybrid: clip (primary) with text
     for result in by_space.values():
         assert {"space", "k", "n_queries", "precision_at_k", "recall_at_k", "map_at_k", "per_category"} <= set(result)
         assert result["n_queries"] == 6 and set(result["per_category"]) == {"Mugs", "Shirts"}
     # Red and blue squares: pixels get every neighbour right; titles do too.
     assert by_space["pixels"]["precision_at_k"] == pytest.approx(1.0)
     assert by_space["text"]["precision_at_k"] == pytest.approx(1.0)
+    assert by_space["hybrid"]["precision_at_k"] == pytest.approx(1.0)
+    assert by_space["hybrid"]["version"] == "clip 0.50 + text 0.50 (default weights, not tuned)"
     assert by_space["pixels"]["per_category"]["Mugs"]["recall_at_k"] == pytest.approx(1.0)
     (skipped,) = data["skipped"]
     assert skipped["space"] == "simclr" and "no SimCLR checkpoint" in skipped["reason"]
@@ -186,7 +188,7 @@ def test_html_report_renders_with_charts_grids_and_its_own_images(indexed, queri
     page.close()
     text = " ".join(page.text)
     # A bar chart per metric for the spaces, and per metric for the text queries; a bar per space in each.
-    assert page.svgs == 6 and page.rects == 3 * 4 + 3 * 2
+    assert page.svgs == 6 and page.rects == 3 * 5 + 3 * 2  # four spaces and hybrid; two spaces take text
     for heading in ("precision@2", "recall@2", "mAP@2", "Per category", "worst queries", "Text queries"):
         assert heading in text
     assert "no SimCLR checkpoint" in text  # the skipped space, with its reason

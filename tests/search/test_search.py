@@ -42,28 +42,30 @@ def shop(use_spaces, settings):
     return products
 
 
-def test_product_page_shows_similar_products_with_scores(client, shop):
+def test_product_page_shows_similar_products_without_scores_or_model_names(client, shop):
     html = client.get(shop["red0"].get_absolute_url()).content.decode()
-    assert "Looks similar" in html and "similarity 0." in html
-    assert html.count('class="card-score"') == 8  # VITRINE_SIMILAR_K
     similar_section = html.split("Looks similar")[1]
+    assert similar_section.count('class="card"') == 8  # VITRINE_SIMILAR_K
     assert "Red enamel mug 1" in similar_section and "Red enamel mug 0</h3>" not in similar_section
+    for shown_to_staff_only in ('class="card-score"', "similarity", "pixels", "hybrid", "space"):
+        assert shown_to_staff_only not in similar_section
 
 
 def test_same_category_toggle(client, shop):
     html = client.get(shop["red0"].get_absolute_url(), {"same_category": "1"}).content.decode()
     section = html.split("Looks similar")[1]
-    assert section.count('class="card-score"') == 5 and "Blue linen" not in section
+    assert section.count('class="card"') == 5 and "Blue linen" not in section
 
 
 def test_product_page_queries_do_not_grow_with_k(client, shop, settings, django_assert_num_queries):
+    client.get(shop["red1"].get_absolute_url())  # the process's cache of active versions, loaded once
     settings.VITRINE_SIMILAR_K = 2
     with CaptureQueriesContext(connection) as few:
         client.get(shop["red0"].get_absolute_url())
     settings.VITRINE_SIMILAR_K = 10
     with django_assert_num_queries(len(few.captured_queries)):
         response = client.get(shop["red0"].get_absolute_url())
-    assert response.content.decode().count('class="card-score"') == 10
+    assert response.content.decode().split("Looks similar")[1].count('class="card"') == 10
 
 
 def test_product_without_vectors_says_so(client, shop):
@@ -161,8 +163,8 @@ def test_compare_page_is_staff_only_and_shows_each_space(staff_client, shop):
     assert Client().get(url, {"product": shop["red0"].sku}).status_code == 302
     response = staff_client.get(url, {"product": shop["red0"].sku})
     html = response.content.decode()
-    assert response.status_code == 200 and "<h3>pixels</h3>" in html
-    assert "of 8 in the same category" in html
+    assert response.status_code == 200 and "<h3>pixels</h3>" in html and "<h3>hybrid</h3>" in html
+    assert html.count("of 8 in the same category") == 2  # pixels, and hybrid (pixels with the text space)
 
 
 # --- the JSON API ------------------------------------------------------------------------------
@@ -171,7 +173,11 @@ def test_compare_page_is_staff_only_and_shows_each_space(staff_client, shop):
 def test_api_similar(client, shop):
     response = client.get(f"/api/products/{shop['blue0'].pk}/similar", {"k": "3"})
     body = response.json()
-    assert response.status_code == 200 and body["space"] == "pixels" and len(body["results"]) == 3
+    # Look and words together by default, once the text space has vectors; one space when asked.
+    assert response.status_code == 200 and body["space"] == "hybrid" and len(body["results"]) == 3
+    for space in ("pixels", "hybrid"):
+        chosen = client.get(f"/api/products/{shop['blue0'].pk}/similar", {"k": "3", "space": space}).json()
+        assert chosen["space"] == space and len(chosen["results"]) == 3
     first = body["results"][0]
     assert set(first) == {"product_id", "title", "url", "score", "image_url"}
     assert first["url"].startswith("http://testserver/products/") and first["image_url"].endswith(".jpg")
@@ -230,6 +236,9 @@ def test_openapi_schema(client):
     assert schema["openapi"].startswith("3.")
     assert {"/api/products/{id}/similar", "/api/search", "/api/search/image"} <= set(schema["paths"])
     assert "Hit" in schema["components"]["schemas"]
+    similar_space = next(p for p in schema["paths"]["/api/products/{id}/similar"]["get"]["parameters"]
+                         if p["name"] == "space")  # fmt: skip
+    assert "hybrid" in similar_space["schema"]["enum"] and "hybrid" in similar_space["description"]
 
 
 def test_product_text_is_reembedded_on_create(use_spaces, django_capture_on_commit_callbacks):
@@ -237,3 +246,15 @@ def test_product_text_is_reembedded_on_create(use_spaces, django_capture_on_comm
     with django_capture_on_commit_callbacks() as callbacks:
         catalog_services.product_create(title="Kettle")
     assert len(callbacks) == 1  # the text-space embedding is queued after commit
+
+
+def test_cards_come_in_order_with_their_images_in_one_query_and_imageless_products_too(shop, django_assert_num_queries):
+    bare, hidden = ProductFactory(title="No picture yet"), ProductFactory(title="Hidden", is_active=False)
+    add_image(hidden)
+    ids = [shop["blue2"].pk, bare.pk, hidden.pk, shop["red1"].pk]
+    with django_assert_num_queries(1):
+        with_images = similar.products_in_order([shop["blue2"].pk, shop["red1"].pk])
+        assert [p.primary_image.product_id for p in with_images] == [shop["blue2"].pk, shop["red1"].pk]
+    cards = similar.products_in_order(ids)
+    assert [p.pk for p in cards] == [shop["blue2"].pk, bare.pk, shop["red1"].pk]  # the hidden one left out
+    assert cards[1].primary_image is None and cards[0].category.slug == "blues"

@@ -6,8 +6,10 @@
 * ``--latency N``: with a warm Celery worker, upload one image and wait until the space's
   nearest-neighbour search returns it; N times, median and p95;
 * ``--search-quality``: recall@10 of "similar products" against an exact cosine scan (also with a
-  same-category filter), and how often photo search finds a catalogue image's own product first;
-* ``--seed-synthetic N``: fill an empty catalogue with N synthetic products and clustered vectors;
+  same-category filter; ``--space hybrid``: its image search, its text search and its whole ranking), and how
+  often photo search finds a catalogue image's own product first;
+* ``--seed-synthetic N [--text-dim 384]``: fill an empty catalogue with N synthetic products and clustered vectors
+  (and text-space vectors, for hybrid);
 * ``--load-test``: gunicorn + locust (headless) on the similar-products API and product pages;
 * ``--runtimes``: per space (``--spaces``) and backend (``--backends``: eager torch, ONNX fp32, ONNX int8),
   img/s with decoding excluded and included, and p50/p95 of a text and a photo query's embedding, all in
@@ -26,15 +28,19 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog.models import ProductImage
+from search.embedders import SpaceUnavailable
 from search.indexing import versions
 from search.lab.benchmarks import load, pipeline, quality, runtimes, stores, synthetic
+from search.querying import similar
+from search.querying.similar import HYBRID
 
 
 class Command(BaseCommand):
     help = "Measure raw model throughput vs end-to-end reindex throughput, and upload-to-searchable latency."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--space", default="cnn", choices=list(settings.VITRINE_SPACES))
+        parser.add_argument("--space", default="cnn", choices=[*settings.VITRINE_SPACES, HYBRID],
+                            help="hybrid: with --search-quality, its searches and ranking.")  # fmt: skip
         parser.add_argument("--batch-size", type=int, default=None,
                             help="Default 32; with --runtimes, each space's BATCH_SIZE.")  # fmt: skip
         parser.add_argument("--images", type=int, default=0, help="How many catalogue images (0 = all).")
@@ -46,6 +52,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed-synthetic", type=int, default=0, metavar="N",
                             help="Seed N synthetic products, clustered vectors (empty catalogue only).")  # fmt: skip
         parser.add_argument("--dim", type=int, default=512, help="Dimension of synthetic vectors.")
+        parser.add_argument("--text-dim", type=int, default=0,
+                            help="With --seed-synthetic: text vectors too, this dimension (hybrid).")  # fmt: skip
         parser.add_argument("--load-test", action="store_true", help="gunicorn + locust against the search pages.")
         parser.add_argument("--users", type=int, default=10)
         parser.add_argument("--duration", type=int, default=60, help="Load test seconds.")
@@ -101,14 +109,22 @@ class Command(BaseCommand):
         search_modes = bool(search_quality or seed_synthetic or load_test)
         if seed_synthetic:
             started = time.perf_counter()
-            figures["seed"] = synthetic.seed_synthetic(count=seed_synthetic, dimension=dim)
+            figures["seed"] = synthetic.seed_synthetic(count=seed_synthetic, dimension=dim,
+                                                       text_dimension=options.get("text_dim") or 0)  # fmt: skip
             self.stdout.write(f"seeded {seed_synthetic} synthetic products ({dim}-d) in "
                               f"{time.perf_counter() - started:.0f} s; index built in "
                               f"{figures['seed']['index_build_s']:.0f} s")  # fmt: skip
         if search_quality:
-            figures["similar"] = quality.similar_recall(space=space, limit=queries or None)
+            image_space = similar.image_space_version().space if space == HYBRID else space
+            figures["similar"] = quality.similar_recall(space=image_space, limit=queries or None)
             self.stdout.write(f"similar products vs exact: {figures['similar']}")
-            figures["photo"] = quality.photo_self_retrieval(space=space, limit=queries or None)
+            if space == HYBRID:
+                figures["hybrid"] = quality.hybrid_recall(limit=queries or None)
+                self.stdout.write(f"hybrid vs exact: {figures['hybrid']}")
+            try:
+                figures["photo"] = quality.photo_self_retrieval(space=image_space, limit=queries or None)
+            except SpaceUnavailable as exc:  # a synthetic catalogue's space has vectors but no model
+                figures["photo"] = {"skipped": f"the {image_space} model is unavailable: {exc.reason}"}
             self.stdout.write(f"photo search, own product first: {figures['photo']}")
         if load_test:
             out = Path(settings.VITRINE_HOME) / "benchmarks" / "load"
@@ -122,9 +138,16 @@ class Command(BaseCommand):
                 reindex_threads=options.get("reindex_threads") or 0,
             )
             for name, row in figures["load"].items():
-                if isinstance(row, dict):
+                if isinstance(row, dict) and "p95_ms" in row:
                     self.stdout.write(f"{name}: p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, "
                                       f"{row['rps']:.1f} req/s, {row['failures']} failures")  # fmt: skip
+            for kind, row in figures["load"].get("vector_search", {}).items():
+                self.stdout.write(f"vector search ({kind}, same run, {row['samples']} samples): store call p50 "
+                                  f"{row['store_call_p50_ms']:.1f} ms, p95 {row['store_call_p95_ms']:.1f} ms; "
+                                  f"Postgres p50 {row['postgres_p50_ms']:.1f} ms, "
+                                  f"p95 {row['postgres_p95_ms']:.1f} ms")  # fmt: skip
+            for name, ratio in figures["load"].get("ratios", {}).items():
+                self.stdout.write(f"{name}: {ratio:.2f}")
         if repeat > 0 and not search_modes:
             embedder = versions.space_load(space)
             rows = list(ProductImage.objects.order_by("id")[: images or None])

@@ -1,5 +1,6 @@
-"""manage.py evaluate --space KEY|all [--k 5] [--queries FILE.csv [--colour-queries FILE] [--negative-queries FILE]
-[--calibrate]] [--report DIR] [--json]"""
+"""manage.py evaluate --space KEY|hybrid|all [--k 5] [--queries FILE.csv [--colour-queries FILE]
+[--negative-queries FILE] [--calibrate]] [--report DIR] [--json];
+manage.py evaluate --tune hybrid [--folds 5] [--k 5] [--json]"""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from search.lab.evaluation import (
 )
 from search.lab.metrics import EvaluationResult
 from search.lab.text_quality import siblings, text_quality_run
+from search.querying.similar import HYBRID
 
 
 class Command(BaseCommand):
@@ -33,9 +35,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--space", required=True, choices=[*settings.VITRINE_SPACES, "all"],
-                            help="One space, or all to compare every enabled space (unavailable ones are listed "
-                                 "with the reason).")  # fmt: skip
+        parser.add_argument("--space", choices=[*settings.VITRINE_SPACES, HYBRID, "all"],
+                            help="One space, hybrid (an image space and the text space together), or all to "
+                                 "compare every enabled space and hybrid (unavailable ones are listed with the "
+                                 "reason).")  # fmt: skip
+        parser.add_argument("--tune", choices=[HYBRID],
+                            help="Choose hybrid's weights for this catalogue by cross-validation over categories, "
+                                 "print the table and record the choice (used by 'Looks similar' from then "
+                                 "on).")  # fmt: skip
+        parser.add_argument("--folds", type=int, default=5, help="With --tune: folds of categories.")
         parser.add_argument("--k", type=int, default=5)
         parser.add_argument("--queries", type=Path, default=None,
                             help="CSV with columns query,category: text-to-product search in the spaces that take "
@@ -55,11 +63,16 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="Print JSON: one object for one space; {k, results, skipped...} for all.")  # fmt: skip
 
-    def handle(self, *args: Any, space: str, k: int, queries: Path | None, report: Path | None, as_json: bool,
-               colour_queries: Path | None = None, negative_queries: Path | None = None, calibrate: bool = False,
-               **options: Any) -> None:  # fmt: skip
+    def handle(self, *args: Any, space: str | None, k: int, queries: Path | None, report: Path | None,
+               as_json: bool, tune: str | None = None, folds: int = 5, colour_queries: Path | None = None,
+               negative_queries: Path | None = None, calibrate: bool = False, **options: Any) -> None:  # fmt: skip
         if k < 1:
             raise CommandError("--k must be at least 1")
+        if tune:
+            self._tune(k=k, folds=folds, as_json=as_json)
+            return
+        if space is None:
+            raise CommandError("give --space KEY|hybrid|all, or --tune hybrid")
         text_queries = None
         if queries is not None:
             try:
@@ -170,3 +183,36 @@ class Command(BaseCommand):
         for c in comparisons:
             style = self.style.SUCCESS if c.improved else self.style.WARNING
             self.stdout.write(style(c.sentence(k)))
+
+    def _tune(self, *, k: int, folds: int, as_json: bool) -> None:
+        from search.lab.tuning import hybrid_tune
+
+        if folds < 2:
+            raise CommandError("--folds must be at least 2")
+        try:
+            tuning = hybrid_tune(k=k, folds=folds)
+        except NothingToEvaluate as exc:
+            raise CommandError(str(exc)) from None
+        if as_json:
+            self.stdout.write(json.dumps(tuning.as_dict()))
+            return
+        write = self.stdout.write
+        write(f"hybrid = {tuning.image_space} x (1 - w) + {tuning.text_space} x w, {tuning.queries} queries, "
+              f"{tuning.pool} neighbours per space; precision@{k} per weight w, over all queries and on each "
+              f"fold's held-out categories")  # fmt: skip
+        write(f"{'w':>5} {'all':>7}" + "".join(f" {'fold ' + str(i + 1):>7}" for i in range(len(tuning.folds))))
+        for j, weight in enumerate(tuning.grid):
+            cells = "".join(f" {fold.held_out[j]:>7.3f}" for fold in tuning.folds)
+            write(f"{weight:>5.2f} {tuning.overall[j]:>7.3f}{cells}")
+        for i, fold in enumerate(tuning.folds, start=1):
+            write(f"fold {i} ({', '.join(fold.categories)}): tuned on the other categories w = {fold.text_weight:.2f} "
+                  f"(p@{k} {fold.train_precision:.3f}), held out p@{k} {fold.test_precision:.3f} "
+                  f"over {fold.queries} queries")  # fmt: skip
+        best_space, best = tuning.best_single
+        singles = ", ".join(f"{space} {value:.3f}" for space, value in tuning.single.items())
+        write(f"cross-validated hybrid p@{k}: {tuning.cv_precision:.3f}; each space alone: {singles}; "
+              f"hybrid - best single ({best_space}) = {tuning.cv_precision - best:+.3f}")  # fmt: skip
+        write(self.style.SUCCESS(
+            f"chosen over all categories: {tuning.image_space} {1 - tuning.text_weight:.2f}, {tuning.text_space} "
+            f"{tuning.text_weight:.2f} (in-sample p@{k} {tuning.in_sample_precision:.3f}); recorded as ranking "
+            f"weights #{tuning.record.pk if tuning.record else '-'}, used by 'Looks similar' from now on"))  # fmt: skip
