@@ -16,7 +16,6 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from search import embedders
 from search.embedders import SpaceUnavailable
 from search.indexing import bulk, embedding, enqueue, jobs, sweep, versions
 from search.vectorstores import get_store
@@ -105,14 +104,7 @@ def sweep_task(self: Task) -> dict[str, int]:
 @shared_task(name=enqueue.SPACES_PROBE, **COMMON, soft_time_limit=600, time_limit=660, max_retries=0)
 def spaces_probe_task(self: Task) -> dict[str, str]:
     """Load every enabled space in this worker (warming it) and record which are available."""
-    result = {}
-    for space in embedders.enabled():
-        try:
-            versions.space_load(space)
-            result[space] = "available"
-        except SpaceUnavailable as exc:
-            result[space] = f"unavailable: {exc.reason}"
-    return result
+    return versions.spaces_prepare(log=lambda line: None)  # the admin shows the outcome; the log stays quiet
 
 
 @shared_task(name=enqueue.PRODUCTS_SYNC, **COMMON, soft_time_limit=120, time_limit=180, max_retries=8)

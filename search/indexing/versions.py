@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,28 @@ def space_load(key: str) -> Embedder:
     _record_state(key, available=True, model_id=f"{embedder.model_id} · {embedder.runtime_label}")
     version_register(space=key, version=embedder.version, dimension=embedder.dimension)
     return embedder
+
+
+def spaces_prepare(*, keys: Sequence[str] | None = None, log: Callable[[str], None] = logger.info) -> dict[str, str]:
+    """Load every enabled space (or ``keys``) in this process and record which are available; one line each.
+
+    On a first run this is where models are exported to ONNX and tokenizers saved, so that the processes started
+    afterwards (web workers, the Celery pool) load cached files without PyTorch. Returns per space
+    ``"available"`` or ``"unavailable: <reason>"``.
+    """
+    result: dict[str, str] = {}
+    for key in keys or embedders.enabled():
+        started = time.monotonic()
+        log(f"{key}: loading {embedders.get(key).model_id} …")
+        try:
+            embedder = space_load(key)
+        except SpaceUnavailable as exc:
+            result[key] = f"unavailable: {exc.reason}"
+            log(f"{key}: unavailable: {exc.reason}")
+            continue
+        result[key] = "available"
+        log(f"{key}: ready in {time.monotonic() - started:.1f} s (runs on {embedder.runtime_label})")
+    return result
 
 
 def version_register(*, space: str, version: str, dimension: int) -> SpaceVersion:

@@ -31,11 +31,12 @@ def preload_query_models() -> list[str]:
     try:
         keys.append(image_space_version().space)
     except Exception as exc:
-        logger.info("no primary image space to preload yet: %s", exc)
+        logger.debug("no primary image space to preload yet: %s", exc)
     for key in dict.fromkeys(keys):
         try:
             embedders.load(key)
             loaded.append(key)
         except embedders.SpaceUnavailable as exc:
-            logger.info("query model for %s not preloaded: %s", key, exc.reason)
+            # The admin and `prepare_models` say why; every web worker repeating it is noise.
+            logger.debug("query model for %s not preloaded: %s", key, exc.reason)
     return loaded
