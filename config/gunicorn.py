@@ -18,10 +18,12 @@ from gunicorn.glogging import Logger
 
 
 def _preload() -> None:
+    from config.memory import malloc_release
     from search.querying.photo import preload_query_models
 
     started = time.monotonic()
     loaded = preload_query_models()
+    malloc_release()  # what loading parsed and dropped, back to the system: each worker keeps only its models
     logging.getLogger("config.gunicorn").info("web worker %s: query models ready in %.1f s (%s)", os.getpid(),
                                               time.monotonic() - started, ", ".join(loaded) or "none")  # fmt: skip
 
