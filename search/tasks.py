@@ -37,10 +37,11 @@ def _max_retries() -> int:
 
 
 @shared_task(name=enqueue.IMAGE_EMBED, **COMMON, soft_time_limit=120, time_limit=180, max_retries=None)
-def image_embed_task(self: Task, image_id: int, space: str) -> str:
-    """Embed one image in one space. Retries with backoff; after the last attempt the image stays failed."""
+def image_embed_task(self: Task, image_id: int, space: str, force: bool = False) -> str:
+    """Embed one image in one space (again, with ``force``). Retries with backoff; after the last attempt the
+    image stays failed."""
     try:
-        return embedding.image_embed(image_id=image_id, space=space)
+        return embedding.image_embed(image_id=image_id, space=space, force=force)
     except TRANSIENT as exc:
         raise self.retry(exc=exc, max_retries=_max_retries() + 3) from exc
     except (DatabaseError, embedding.InvalidVector, RuntimeError, ValueError, MemoryError) as exc:

@@ -266,6 +266,10 @@ VITRINE_FALLBACK_IMAGE_SPACE = str(env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
 VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 # Text queries: vector hits below this cosine similarity are dropped as noise (per space).
 VITRINE_MIN_QUERY_SIMILARITY = {"text": 0.3, "clip": 0.0}
+# A text query's hit is a close match when its words are in the product (full text) or a vector source is at
+# least this close; with none, the search page says "no close match" above the nearest products instead of
+# presenting them as answers. Conservative placeholders until relevance is calibrated per model.
+VITRINE_CLOSE_MATCH_SIMILARITY = {"text": 0.5, "clip": 0.3}
 VITRINE_EMBED_MAX_ATTEMPTS = env_int("VITRINE_EMBED_MAX_ATTEMPTS", 3)
 # Reindex jobs run as chunks of this many ids, a couple in the queue at a time, so uploads queued
 # during a long reindex wait for one chunk, not for the whole job.

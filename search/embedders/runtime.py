@@ -227,7 +227,7 @@ def _onnx_run(session: Any) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
 
     def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: np.ascontiguousarray(inputs[name]) for name in wanted}
-        options = single if len(feed[wanted[0]]) == 1 else None
+        options = single if wanted and len(feed[wanted[0]]) == 1 else None
         return np.asarray(session.run(None, feed, options)[0], dtype=np.float32)
 
     return run

@@ -167,6 +167,36 @@ def current_version(space: str) -> str | None:
 
 
 @dataclass
+class ImageSpaceState:
+    space: str
+    state: str  # "ok", "pending", "stale" (only an older model's vector), "failed", "unavailable"
+    detail: str = ""  # why it failed, or why the model is unavailable
+
+
+def image_embedding_states(*, image: ProductImage) -> list[ImageSpaceState]:
+    """One image's vector in every enabled image space, for the admin: computed, on its way, failed (and why), or
+    not to be had because the space's model cannot be loaded."""
+    unavailable = SpaceState.objects.unavailable_reasons()
+    rows = {(row.space, row.model_version): row for row in ImageEmbedding.objects.filter(image=image).only(
+        "space", "model_version", "status", "error", "attempts")}  # fmt: skip
+    states = []
+    for space in embedders.image_spaces():
+        version = current_version(space)
+        row = rows.get((space, version)) if version else None
+        if row is not None and row.status == EmbeddingStatus.OK:
+            states.append(ImageSpaceState(space, "ok"))
+        elif row is not None:
+            states.append(ImageSpaceState(space, "failed", f"{row.error} ({row.attempts} attempt(s))"))
+        elif space in unavailable:
+            states.append(ImageSpaceState(space, "unavailable", unavailable[space]))
+        elif any(key[0] == space and r.status == EmbeddingStatus.OK for key, r in rows.items()):
+            states.append(ImageSpaceState(space, "stale", "only an older model's vector; the new one is on its way"))
+        else:
+            states.append(ImageSpaceState(space, "pending"))
+    return states
+
+
+@dataclass
 class SpaceCounts:
     total: int
     present: int

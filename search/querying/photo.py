@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 
 from django.conf import settings
@@ -22,6 +24,19 @@ def photo_search(*, image: Image.Image, k: int = 24, filters: Filters | None = N
     embedder = embedders.load(space)  # warm after the first request in this process
     vector = embedder.embed_images([image])[0]
     return similar_to_vector(vector=vector, space=space, version=version, k=k, filters=filters), space
+
+
+PREVIEW_SIDE = 640
+
+
+def photo_preview(*, image: Image.Image, side: int = PREVIEW_SIDE) -> str:
+    """The shopper's photo, shown back above the results without keeping it anywhere: a JPEG ``data:`` URL of at
+    most ``side`` pixels a side (enough to see it, and to pick a part of it to search by)."""
+    small = image.convert("RGB")
+    small.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
 def preload_query_models() -> list[str]:

@@ -9,7 +9,7 @@ from django.db.models import Q
 
 from catalog.models import Product
 from search import embedders
-from search.querying.similar import NotIndexed, active_version, similar_to_vector
+from search.querying.similar import NotIndexed, similar_to_vector, space_version_or_why
 from search.vectorstores import Filters, get_store
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.)
@@ -27,7 +27,19 @@ class SearchOutcome:
     hits: list[SearchHit]
     space: str  # "hybrid", or the one space that answered
     sources: list[str]
-    notices: list[str]
+    notices: list[str]  # for staff and the API: a source left out, and why (model unavailable / not indexed yet)
+    # Is any hit a close match (see close_match)? When not, the hits are only the nearest there are, and the page
+    # says so instead of presenting them as answers.
+    close: bool = False
+
+
+def close_match(hit: SearchHit) -> bool:
+    """A hit that really matches the query: full-text search found its words in the product, or a vector source
+    is at least ``VITRINE_CLOSE_MATCH_SIMILARITY`` close (per space; cosine, not calibrated per model yet)."""
+    if hit.sources.get("fulltext", 0.0) > 0:
+        return True
+    thresholds = settings.VITRINE_CLOSE_MATCH_SIMILARITY
+    return any(score >= float(thresholds[name]) for name, score in hit.sources.items() if name in thresholds)
 
 
 def _fts(query: str, k: int, filters: Filters | None) -> list[tuple[int, float]]:
@@ -55,8 +67,9 @@ def _fts(query: str, k: int, filters: Filters | None) -> list[tuple[int, float]]
 def text_search(*, query: str, k: int = 48, filters: Filters | None = None, space: str | None = None) -> SearchOutcome:
     """Free-text search: CLIP text-to-image, the ``text`` space and Postgres full-text search, fused by RRF.
 
-    ``space`` limits it to one vector space ("clip" or "text"). A source that cannot
-    answer (model unavailable, no vectors yet) is left out and named in ``notices``.
+    ``space`` limits it to one vector space ("clip" or "text"), and then raises what keeps that space from
+    answering: :class:`SpaceUnavailable` (its model cannot be loaded) or :class:`NotIndexed` (no vectors yet).
+    Without it, a source that cannot answer is left out and named, with the reason, in ``notices``.
     """
     rankings: dict[str, list[tuple[int, float]]] = {}
     notices: list[str] = []
@@ -65,12 +78,17 @@ def text_search(*, query: str, k: int = 48, filters: Filters | None = None, spac
         try:
             # The index first: a space no worker could index (its model missing) is skipped without
             # this process trying, and paying for, a model load of its own.
-            version = active_version(key)
+            version = space_version_or_why(key)
             vector = embedders.load(key).embed_texts([query])[0]
-        except (embedders.SpaceUnavailable, NotIndexed) as exc:
-            reason = getattr(exc, "reason", str(exc))
-            notices.append(f"{'Image search by text (CLIP)' if key == 'clip' else 'The text model'} is "
-                           f"unavailable right now ({reason}); results come from the other sources.")  # fmt: skip
+        except embedders.SpaceUnavailable as exc:
+            if space:
+                raise
+            notices.append(f"{key}: model unavailable ({exc.reason}); left out of these results")
+            continue
+        except NotIndexed as exc:
+            if space:
+                raise
+            notices.append(f"{key}: not indexed yet ({exc}); left out of these results")
             continue
         # A vector search always returns k neighbours; below this similarity they are noise, not matches.
         floor = float(settings.VITRINE_MIN_QUERY_SIMILARITY.get(key, 0.0))
@@ -86,7 +104,8 @@ def text_search(*, query: str, k: int = 48, filters: Filters | None = None, spac
     if len(rankings) == 1:
         ((name, ranking),) = rankings.items()
         single = [SearchHit(product_id=pk, score=score, sources={name: score}) for pk, score in ranking]
-        return SearchOutcome(hits=single, space=space or name, sources=[name], notices=notices)
+        return SearchOutcome(hits=single, space=space or name, sources=[name], notices=notices,
+                             close=any(close_match(hit) for hit in single))  # fmt: skip
     fused: dict[int, SearchHit] = {}
     for name, ranking in rankings.items():
         for rank, (pk, score) in enumerate(ranking, start=1):
@@ -94,4 +113,5 @@ def text_search(*, query: str, k: int = 48, filters: Filters | None = None, spac
             hit.score += 1.0 / (RRF_K + rank)
             hit.sources[name] = score
     best = sorted(fused.values(), key=lambda h: (-h.score, h.product_id))[:k]
-    return SearchOutcome(hits=best, space="hybrid", sources=list(rankings), notices=notices)
+    return SearchOutcome(hits=best, space="hybrid", sources=list(rankings), notices=notices,
+                         close=any(close_match(hit) for hit in best))  # fmt: skip

@@ -107,7 +107,7 @@ def memory_benchmark(*, web_workers: int = 2, rounds: int = 20, log: Callable[[s
     image = ProductImage.objects.order_by("id").first()
     if image is None:
         raise BenchmarkError("the catalogue has no images; import the demo catalogue first (make demo does)")
-    photo = Path(settings.MEDIA_ROOT, image.file.name).read_bytes()
+    photo = Path(settings.MEDIA_ROOT, str(image.file.name)).read_bytes()
     database = settings.DATABASES["default"]
     env = {**os.environ, "VITRINE_HOME": str(settings.VITRINE_HOME), "PYTHONUNBUFFERED": "1",
            # The catalogue this process reads: its database and media, whatever the environment said.
