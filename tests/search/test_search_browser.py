@@ -37,13 +37,25 @@ MACHINERY = re.compile(r"\b(similarity|match)\s+[0-9.]+|\b0\.[0-9]{3}\b|\b(pixel
                        r"\b(space|model|unavailable)\b")  # fmt: skip
 
 
+# What the demo's spaces say offline: long, with unbroken URLs.
+CLIP_OFFLINE = (
+    "clip-ViT-B-32 is not in the local Hugging Face cache and the hub (https://huggingface.co) cannot be "
+    "reached; download it once on a connected machine or set the model to a local path"
+)
+SIMCLR_OFFLINE = (
+    "could not download the SimCLR checkpoint from https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
+    "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt: <urlopen error [Errno -2] Name or service not "
+    "known>"
+)
+
+
 @pytest.fixture
 def indexed_shop(use_spaces, settings):  # type: ignore[no-untyped-def]
     use_spaces("pixels", "text", "clip", clip={"MODEL": "/nonexistent/clip"})
     settings.VITRINE_PRIMARY_IMAGE_SPACE = "pixels"
     settings.VITRINE_FALLBACK_IMAGE_SPACE = "pixels"
     # CLIP enabled but unavailable, as offline: the pages must not tell shoppers about it.
-    SpaceState.objects.create(key="clip", available=False, checked_at=timezone.now(), reason="no weights offline")
+    SpaceState.objects.create(key="clip", available=False, checked_at=timezone.now(), reason=CLIP_OFFLINE)
     mugs, shirts = CategoryFactory(name="Mugs", slug="mugs"), CategoryFactory(name="Shirts", slug="shirts")
     for name in CATEGORIES:
         CategoryFactory(name=name, slug=re.sub(r"[^a-z]+", "-", name.lower()))
@@ -165,19 +177,25 @@ def test_the_header_reaches_every_category(page, indexed_shop, screenshot, width
     page.goto("/")
     if width < 700:
         page.get_by_text("Categories", exact=True).first.click()  # the phone's menu
-        links = page.locator(".catmenu-list a")
+        nav = page.locator(".catmenu-list")
     else:
-        links = page.locator(".nav-wide a")
+        nav = page.locator("nav[aria-label=Categories]:visible")
+    links = nav.locator("a")
     names = ["All products", "Mugs", "Shirts", *CATEGORIES]
     assert sorted(links.all_inner_texts()) == sorted(names)
+    # Nothing scrolls out of sight sideways, in the page or in the navigation itself…
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert nav.evaluate("el => el.scrollWidth <= el.clientWidth + 1")
+    area = nav.bounding_box()
+    assert area is not None
     for i in range(links.count()):
         link = links.nth(i)
         assert link.is_visible(), link.inner_text()
         box = link.bounding_box()
-        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (link.inner_text(), box)
-        # The whole name is shown: nothing is cut or scrolled away inside the link.
+        # …every link lies inside the navigation's visible box and the screen, its whole name shown.
+        assert box is not None and area["x"] <= box["x"] and box["x"] + box["width"] <= area["x"] + area["width"]
+        assert box["x"] + box["width"] <= width, (link.inner_text(), box)
         assert link.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), link.inner_text()
-    assert page.evaluate("document.documentElement.scrollWidth") <= width  # no hidden sideways scroll
     screenshot(page, f"header-{width}")
     links.filter(has_text="Clothing & Accessories").first.click()
     page.wait_for_url("**/products/?category=clothing-accessories")
@@ -186,6 +204,13 @@ def test_the_header_reaches_every_category(page, indexed_shop, screenshot, width
 def test_the_admin_space_list_fits_1280_and_unavailable_spaces_cannot_be_reindexed(page, live_server, indexed_shop,
                                                                                     screenshot):  # fmt: skip
     _login(page, live_server)
+    SpaceState.objects.create(
+        key="simclr",
+        available=False,
+        checked_at=timezone.now(),
+        reason=SIMCLR_OFFLINE,
+        model_id="SimCLR (https://pl-bolts-weights.s3.us-east-2.amazonaws.com/simclr/x.ckpt)",
+    )
     page.set_viewport_size({"width": 1280, "height": 900})
     page.goto("/admin/search/spacestate/")
     table = page.locator("#result_list")
@@ -202,7 +227,7 @@ def test_the_admin_space_list_fits_1280_and_unavailable_spaces_cannot_be_reindex
     for name in ("Reindex all", "Missing only"):
         button = page.get_by_role("button", name=name)
         assert button.is_disabled() and "model is unavailable" in (button.get_attribute("title") or "")
-    assert "Reindexing is off: Its model is unavailable: no weights offline" in _visible_text(page)
+    assert f"Reindexing is off: Its model is unavailable: {CLIP_OFFLINE}" in _visible_text(page)
     screenshot(page, "admin-clip-space")
     page.goto("/admin/search/spacestate/")
     page.get_by_role("link", name="pixels", exact=True).click()
