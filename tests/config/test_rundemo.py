@@ -88,8 +88,19 @@ class Demo:
 
 
 @pytest.fixture
-def demo_dir(tmp_path: Path) -> Path:
-    return _demo_folder(tmp_path / "demo")
+def demo_dir(tmp_path: Path) -> Iterator[Path]:
+    yield _demo_folder(tmp_path / "demo")
+    # Whatever a failed test left behind (the check is the test's; this only keeps CI clean): every process of
+    # this home, then its servers.
+    home = str(tmp_path / "home")
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get("VITRINE_HOME") == home:
+                process.kill()
+        except psutil.Error:
+            continue
+    subprocess.run([sys.executable, "manage.py", "embedded", "stop", "--force"], cwd=ROOT, env=_env(tmp_path / "home"),
+                   capture_output=True, timeout=120)  # fmt: skip
 
 
 def assert_nothing_left(home: Path, leftovers: Iterator[psutil.Process] | list[psutil.Process] = (),
