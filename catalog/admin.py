@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from catalog import media, services
+from catalog import hooks, media, services
 from catalog.forms import ProductImageInlineForm
 from catalog.models import Category, Product, ProductImage
 
@@ -57,16 +57,23 @@ class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ProductImageInlineForm
     extra = 1
-    fields = ["preview", "file", "alt", "position", "make_primary", "dimensions", "stored"]
-    readonly_fields = ["preview", "dimensions", "stored"]
+    fields = ["preview", "file", "alt", "position", "make_primary", "stored"]
+    readonly_fields = ["preview", "stored"]
+    classes = ["vitrine-images"]
 
-    @admin.display(description="preview")
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        # Other apps' columns (search: each image's embedding state), registered in catalog.hooks.
+        return [*super().get_fields(request, obj), *hooks.image_admin_columns()]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return [*super().get_readonly_fields(request, obj), *hooks.image_admin_columns()]
+
+    @admin.display(description="image")
     def preview(self, obj: ProductImage) -> str:
-        return _preview(obj if obj.pk else None, 96)
-
-    @admin.display(description="size")
-    def dimensions(self, obj: ProductImage) -> str:
-        return f"{obj.width}×{obj.height} {obj.format}" if obj.pk else ""
+        if not obj.pk:
+            return "—"
+        return format_html('{}<br><small class="vitrine-muted">{}×{} {}</small>', _preview(obj, 72), obj.width,
+                           obj.height, obj.format)  # fmt: skip
 
     @admin.display(description="files")
     def stored(self, obj: ProductImage) -> str:
@@ -111,6 +118,9 @@ class ProductAdmin(admin.ModelAdmin):
         ("History", {"fields": ["created_at", "updated_at", "view_on_site_link"], "classes": ["collapse"]}),
     ]
 
+    class Media:
+        css = {"all": ["css/admin.css"]}
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         return super().get_queryset(request).with_primary_image()  # type: ignore[attr-defined]
 
@@ -128,6 +138,28 @@ class ProductAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # ours also removes the image files
         return actions
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "sku" and field is not None:
+            # As on the upload page: a product without one gets a generated SKU when it is saved.
+            field.required = False
+            field.help_text = "Leave empty to have one generated (VT-…)."
+        return field
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> Any:  # fmt: skip
+        response = super().changeform_view(request, object_id, form_url, extra_context)
+        chosen = [str(f.name) for f in request.FILES.values() if hasattr(f, "name")] if request.method == "POST" else []
+        if chosen and getattr(response, "status_code", None) == 200:
+            # The form came back with errors: a browser cannot keep a chosen file, so say it plainly.
+            self.message_user(
+                request,
+                f"Nothing was saved, so the image(s) you chose ({', '.join(chosen)}) are "
+                "not kept: choose them again after correcting the errors below.",
+                messages.WARNING,
+            )
+        return response
 
     @admin.display(description="")
     def thumb(self, obj: Product) -> str:
@@ -163,6 +195,8 @@ class ProductAdmin(admin.ModelAdmin):
         services.product_delete(product=obj)
 
     def save_model(self, request: HttpRequest, obj: Product, form: ModelForm, change: bool) -> None:
+        if not obj.sku:
+            obj.sku = services.sku_new()
         super().save_model(request, obj, form, change)
         services.product_saved(product=obj, created=not change, changed_fields=form.changed_data)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -30,6 +31,17 @@ class MultipleImageField(forms.FileField):
         if not files and self.required:
             raise forms.ValidationError("Choose or drop at least one image.")
         return [super(MultipleImageField, self).clean(f, initial) for f in files]
+
+
+FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP", "GIF": "GIF", "BMP": "BMP", "TIFF": "TIFF"}
+
+
+def accepted_formats() -> str:
+    """The image formats uploads accept, in words: "JPEG, PNG, WebP or GIF" (from ``imaging.ALLOWED_FORMATS``)."""
+    order = list(FORMAT_NAMES)
+    formats = sorted(imaging.ALLOWED_FORMATS, key=lambda fmt: (order.index(fmt) if fmt in order else len(order), fmt))
+    names = [FORMAT_NAMES.get(fmt, fmt) for fmt in formats]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 class StaffUploadForm(forms.Form):
@@ -62,6 +74,12 @@ class StaffUploadForm(forms.Form):
         help_text="Add the images to this existing product…",
     )
     new_title = forms.CharField(max_length=255, required=False, label="…or create a product titled")
+
+    def accepted(self) -> str:
+        """What the upload takes, as the page says it: formats and limits per file."""
+        megabytes = settings.VITRINE_MAX_UPLOAD_BYTES / 2**20
+        megapixels = settings.VITRINE_MAX_IMAGE_PIXELS / 1_000_000
+        return f"{accepted_formats()}; at most {megabytes:g} MB and {megapixels:g} megapixels per image"
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -98,6 +116,8 @@ class ProductImageInlineForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["make_primary"].initial = self.instance.is_primary
         self.fields["file"].widget = forms.ClearableFileInput(attrs={"accept": "image/*"})
+        self.fields["alt"].widget.attrs.update({"class": "vitrine-alt"})
+        self.fields["position"].widget.attrs.update({"class": "vitrine-narrow"})
         if self.instance.pk:
             # Replacing the bytes of an existing image would orphan its checksum and vectors;
             # staff delete the row and upload a new one instead.

@@ -1,7 +1,8 @@
 """Places on catalogue pages where other apps add their own parts, registered from their ``AppConfig.ready()``.
 
 The product page asks for its panels here instead of loading another app's template tags, so the catalogue
-renders (and is tested) without those apps installed. ``search`` registers "Looks similar".
+renders (and is tested) without those apps installed. ``search`` registers "Looks similar", and a column of the
+admin's image table (each image's state in every embedding space).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from django.http import HttpRequest
 from django.utils.safestring import SafeString, mark_safe
 
-from catalog.models import Product
+from catalog.models import Product, ProductImage
 
 # A panel renders itself (with its own template) for one product page; "" when it has nothing to show.
 ProductPanel = Callable[[HttpRequest, Product], str]
@@ -28,3 +29,19 @@ def product_panels(*, request: HttpRequest, product: Product) -> list[SafeString
     """The rendered panels for a product page, in registration order."""
     rendered = (panel(request, product) for panel in _product_panels.values())
     return [mark_safe(html) for html in rendered if html]
+
+
+# A column of the product admin's image table: the image in, safe HTML out; ``short_description`` is its title.
+ImageColumn = Callable[[ProductImage], str]
+
+_image_columns: dict[str, ImageColumn] = {}
+
+
+def image_admin_column_register(*, name: str, column: ImageColumn) -> None:
+    """Add a read-only column to the images on a product's admin page; registering a name again replaces it."""
+    _image_columns[name] = column
+
+
+def image_admin_columns() -> list[ImageColumn]:
+    """The registered image columns, in registration order."""
+    return list(_image_columns.values())

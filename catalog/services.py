@@ -133,6 +133,11 @@ def title_from_filename(name: str) -> str:
     return (title[:1].upper() + title[1:]) if title else "Untitled product"
 
 
+def sku_new() -> str:
+    """A fresh SKU for a product that came without one (upload page, import, admin)."""
+    return f"VT-{secrets.token_hex(5).upper()}"
+
+
 def product_create(
     *,
     title: str,
@@ -150,7 +155,7 @@ def product_create(
     title = " ".join(title.split())[:255] or "Untitled product"
     if price is not None and price < 0:
         raise ValueError("price cannot be negative")
-    sku = (sku or "").strip() or f"VT-{secrets.token_hex(5).upper()}"
+    sku = (sku or "").strip() or sku_new()
     product = Product(
         title=title,
         description=description.strip(),

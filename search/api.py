@@ -1,8 +1,9 @@
 """JSON API: similar products, text search, photo search, and its OpenAPI schema.
 
 Every search answers ``{"results": [{"product_id", "title", "url", "score", "image_url"}...], "space": KEY}``,
-best first, one entry per product. Errors answer ``{"error": MESSAGE}`` with a 4xx status
-(503 when a model the request needs cannot be loaded).
+best first, one entry per product. Errors answer ``{"error": MESSAGE}`` with a 4xx status, 409 when what the
+request needs is not indexed yet (it will be: try again later) and 503 when the model it needs cannot be loaded
+(it will not be until someone fixes it: the message says why).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def api_view(view: Callable[..., dict[str, Any]]) -> Callable[..., JsonResponse]
             return JsonResponse({"error": exc.message}, status=exc.status)
         except embedders.SpaceUnavailable as exc:
             return JsonResponse({"error": f"the model for this search is unavailable: {exc.reason}"}, status=503)
+        except similar.NotIndexed as exc:
+            return JsonResponse({"error": f"not indexed yet: {exc}; try again shortly"}, status=409)
 
     return wrapper
 
@@ -148,13 +151,11 @@ def product_similar(request: HttpRequest, pk: str) -> dict[str, Any]:
     filters = _filters(request)
     if _bool(request, "same_category") and product.category:
         filters = replace(filters, category_path=product.category.path)
-    try:
-        ranking = similar.similar_ranking(space)
-        if _empty_range(filters):
-            return {"results": [], "space": ranking.space}
-        hits = similar.similar_products(product=product, k=k, filters=filters, ranking=ranking)
-    except similar.NotIndexed as exc:
-        raise ApiError(f"{exc}; try again shortly", status=409) from None
+    # Model unavailable (503) and not indexed yet (409) are told apart by api_view.
+    ranking = similar.similar_ranking(space)
+    if _empty_range(filters):
+        return {"results": [], "space": ranking.space}
+    hits = similar.similar_products(product=product, k=k, filters=filters, ranking=ranking)
     return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": ranking.space}
 
 
@@ -196,10 +197,7 @@ def search_image(request: HttpRequest) -> dict[str, Any]:
         raise ApiError(f"image rejected: {exc.reason}") from None
     if _empty_range(filters):
         return {"results": [], "space": space or similar.primary_image_space()}
-    try:
-        hits, used = photo.photo_search(image=inspected.rgb, k=k, filters=filters, space=space)
-    except similar.NotIndexed as exc:
-        raise ApiError(str(exc), status=409) from None
+    hits, used = photo.photo_search(image=inspected.rgb, k=k, filters=filters, space=space)
     return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": used}
 
 
@@ -243,18 +241,30 @@ def schema(request: HttpRequest) -> JsonResponse:
     results = {"type": "object", "required": ["results", "space"], "properties": {
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
         "space": {"type": "string"}, "sources": {"type": "array", "items": {"type": "string"}},
-        "notices": {"type": "array", "items": {"type": "string"}},
+        "notices": {"type": "array", "items": {"type": "string"}, "description": "Text search without `space`: "
+                    "each source left out and why, \"<space>: model unavailable (<reason>)\" or "
+                    "\"<space>: not indexed yet (…)\"."},
         "no_close_match": {"type": "boolean", "description": (
             "Text search only: true when nothing in the shop is close enough to the words to be shown (results "
             "is then empty); a photo may find it. Colour words in q (English, German, French, Spanish) put "
             "products of that colour first.")}}}  # fmt: skip
     error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+    meanings = {
+        400: "Bad request: a parameter or the image is invalid; the message says which and why.",
+        404: "No such product, or no such category.",
+        409: "Not indexed yet: the space (or this product) has no vectors yet. The workers are on it; try again "
+             "later. Not the same as 503.",
+        429: "Too many searches from this client; wait a minute.",
+        503: "Model unavailable: the model this search needs cannot be loaded (the message gives the reason, e.g. "
+             "its weights are not on this machine). Retrying will not help until it is fixed; ask without `space` "
+             "to let the shop use another.",
+    }  # fmt: skip
 
     def answers(*extra: int) -> dict[str, Any]:
         out: dict[str, Any] = {"200": {"description": "Products, best first, one per product.", "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Results"}}}}}  # fmt: skip
         for status in (400, 429, *extra):
-            out[str(status)] = {"description": "Error", "content": {
+            out[str(status)] = {"description": meanings[status], "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}  # fmt: skip
         return out
 
@@ -278,9 +288,10 @@ def schema(request: HttpRequest) -> JsonResponse:
                 "parameters": [_param("q", "The search text (not blank, no NUL characters).",
                                       {"type": "string", "maxLength": MAX_QUERY_LENGTH,
                                        "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"}, required=True), k,
-                               _param("space", "Use only this space.", {"type": "string", "enum": text_spaces}),
+                               _param("space", "Use only this space (then 409 or 503 when it cannot answer).",
+                                      {"type": "string", "enum": text_spaces}),
                                *filters],
-                "responses": answers(404, 503)}},
+                "responses": answers(404, 409, 503)}},
             "/api/search/image": {"post": {
                 "summary": "Search by photo. The photo is not kept.",
                 "parameters": [k, _param("space", "Image space.", {"type": "string", "enum": image_spaces}),

@@ -25,6 +25,14 @@ class EmbeddingStatus(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+class SpaceStateQuerySet(models.QuerySet["SpaceState"]):
+    def unavailable_reasons(self) -> dict[str, str]:
+        """Spaces whose model a process tried to load and could not, with why. A space nobody has tried yet is
+        not listed: it may well load (and then it is only "not indexed yet")."""
+        rows = self.filter(checked_at__isnull=False, available=False).values_list("key", "reason")
+        return {key: reason or "the model could not be loaded" for key, reason in rows}
+
+
 class SpaceState(models.Model):
     """What the last process that tried to load a space found: can it be used, and if not, why."""
 
@@ -34,12 +42,29 @@ class SpaceState(models.Model):
     reason = models.TextField(blank=True, help_text="Why the space is unavailable.")
     checked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = SpaceStateQuerySet.as_manager()
+
     class Meta:
         ordering = ["key"]
         verbose_name = "embedding space"
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def model_name(self) -> str:
+        """The model, without where it runs (``model_id`` is "<model> · <runtime>" once a process loaded it)."""
+        return self.model_id.rpartition(" · ")[0] or self.model_id
+
+    @property
+    def runtime(self) -> str:
+        """Where its forward passes run, as the process that loaded it said: "onnx", "torch (ONNX unavailable: …)"."""
+        return self.model_id.rpartition(" · ")[2] if " · " in self.model_id else ""
+
+    @property
+    def needs_torch(self) -> bool:
+        """Does serving this space load PyTorch (about 500 MB a process)? Only when it runs eagerly or fell back."""
+        return "torch" in self.runtime
 
 
 class SpaceVersion(models.Model):

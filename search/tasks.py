@@ -18,7 +18,6 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from search import embedders
 from search.embedders import SpaceUnavailable
 from search.indexing import bulk, embedding, enqueue, jobs, sweep, versions
 from search.vectorstores import get_store
@@ -51,10 +50,11 @@ def _max_retries() -> int:
 
 
 @shared_task(name=enqueue.IMAGE_EMBED, **COMMON, soft_time_limit=120, time_limit=180, max_retries=None)
-def image_embed_task(self: Task, image_id: int, space: str) -> str:
-    """Embed one image in one space. Retries with backoff; after the last attempt the image stays failed."""
+def image_embed_task(self: Task, image_id: int, space: str, force: bool = False) -> str:
+    """Embed one image in one space (again, with ``force``). Retries with backoff; after the last attempt the
+    image stays failed."""
     try:
-        return embedding.image_embed(image_id=image_id, space=space)
+        return embedding.image_embed(image_id=image_id, space=space, force=force)
     except TRANSIENT as exc:
         raise _retry(self, exc, max_retries=_max_retries() + 3) from exc
     except (DatabaseError, embedding.InvalidVector, RuntimeError, ValueError, MemoryError) as exc:
@@ -118,14 +118,7 @@ def sweep_task(self: Task) -> dict[str, int]:
 @shared_task(name=enqueue.SPACES_PROBE, **COMMON, soft_time_limit=600, time_limit=660, max_retries=0)
 def spaces_probe_task(self: Task) -> dict[str, str]:
     """Load every enabled space in this worker (warming it) and record which are available."""
-    result = {}
-    for space in embedders.enabled():
-        try:
-            versions.space_load(space)
-            result[space] = "available"
-        except SpaceUnavailable as exc:
-            result[space] = f"unavailable: {exc.reason}"
-    return result
+    return versions.spaces_prepare(log=lambda line: None)  # the admin shows the outcome; the log stays quiet
 
 
 @shared_task(name=enqueue.PRODUCTS_SYNC, **COMMON, soft_time_limit=120, time_limit=180, max_retries=8)

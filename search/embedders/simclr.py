@@ -155,6 +155,12 @@ class SimCLREmbedder(TorchImageEmbedder):
                 self._loaded = False
         super().load()
 
+    def _load(self) -> None:
+        # A checkpoint that cannot be had (offline, a wrong path) makes the space unavailable before PyTorch is
+        # imported: a worker whose other spaces serve from ONNX exports then never carries torch for nothing.
+        self._checkpoint_path()
+        super()._load()
+
     def _checkpoint_path(self) -> Path:
         source = self._source()
         if not source:

@@ -34,6 +34,17 @@ def validate_vectors(vectors: np.ndarray, *, dimension: int) -> np.ndarray:
     return array
 
 
+# Spaces this process has said are unavailable, with the reason it gave: one line per space and reason, not one
+# per image (a catalogue import would otherwise log every image for every model that cannot load).
+_said_unavailable: dict[str, str] = {}
+
+
+def _log_unavailable_once(space: str, reason: str) -> None:
+    if _said_unavailable.get(space) != reason:
+        _said_unavailable[space] = reason
+        logger.warning("space %s is unavailable, its images are skipped until it loads: %s", space, reason)
+
+
 def image_failure_record(*, image_id: int, space: str, version: str, reason: str) -> int:
     """Count a failed attempt and keep the reason; the image counts as failed until a later attempt succeeds."""
     row, _ = ImageEmbedding.objects.get_or_create(
@@ -59,7 +70,7 @@ def image_embed(*, image_id: int, space: str, force: bool = False) -> str:
     try:
         embedder = space_load(space)
     except SpaceUnavailable as exc:
-        logger.info("space %s unavailable, image %s skipped: %s", space, image_id, exc.reason)
+        _log_unavailable_once(space, exc.reason)
         return "skipped"
     image = ProductImage.objects.filter(pk=image_id).first()
     if image is None:

@@ -21,6 +21,7 @@ from django.db.models import Q
 
 from catalog.models import Product
 from search import embedders
+from search.models import SpaceState
 from search.vectorstores import get_store
 
 logger = logging.getLogger(__name__)
@@ -54,11 +55,11 @@ def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_
     return {"queue": "embeddings"}
 
 
-def send(name: str, *args: Any) -> None:
+def send(name: str, *args: Any, **kwargs: Any) -> None:
     """Queue a task now; if the broker is down, log it and move on. Whatever the message was for is in the
     database either way, and the periodic sweep queues what has no vector, so no write ever fails for this."""
     try:
-        current_app.send_task(name, args=args, retry=True, retry_policy=RETRY_POLICY)
+        current_app.send_task(name, args=args, kwargs=kwargs or None, retry=True, retry_policy=RETRY_POLICY)
     except Exception as exc:
         logger.warning("could not queue %s%s (the sweep will): %s", name, args, exc)
 
@@ -79,6 +80,20 @@ def image_index_later(*, image_id: int) -> None:
             send(IMAGE_EMBED, image_id, space)
 
     transaction.on_commit(enqueue, robust=True)
+
+
+def image_reembed(*, image_id: int) -> dict[str, str]:
+    """Staff asked to compute an image's vectors again: queue it in every enabled image space whose model can be
+    loaded, replacing what is there. Returns per space "queued" or why not ("model unavailable: …")."""
+    unavailable = SpaceState.objects.unavailable_reasons()
+    outcome: dict[str, str] = {}
+    for space in embedders.image_spaces():
+        if space in unavailable:
+            outcome[space] = f"model unavailable: {unavailable[space]}"
+            continue
+        send(IMAGE_EMBED, image_id, space, force=True)
+        outcome[space] = "queued"
+    return outcome
 
 
 def product_index_later(*, product_id: int) -> None:

@@ -30,16 +30,19 @@ from search.indexing.versions import (
     space_load,
     version_activate_if_complete,
 )
-from search.models import EmbeddingStatus, ReindexChunk, ReindexJob
+from search.models import EmbeddingStatus, ReindexChunk, ReindexJob, SpaceState
 
 logger = logging.getLogger(__name__)
 
 
 def products_reindex(*, product_ids: Sequence[int], requested_by: Any = None) -> list[ReindexJob]:
-    """Staff asked to recompute these products' vectors in every enabled space (runs in the worker)."""
+    """Staff asked to recompute these products' vectors in every enabled space whose model can be loaded (runs in
+    the worker); a space whose model is unavailable would only fail the job."""
+    unavailable = SpaceState.objects.unavailable_reasons()
     return [
         reindex_job_create(space=space, missing_only=False, product_ids=list(product_ids), requested_by=requested_by)
         for space in embedders.enabled()
+        if space not in unavailable
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,28 @@ def space_load(key: str) -> Embedder:
     _record_state(key, available=True, model_id=f"{embedder.model_id} · {embedder.runtime_label}")
     version_register(space=key, version=embedder.version, dimension=embedder.dimension)
     return embedder
+
+
+def spaces_prepare(*, keys: Sequence[str] | None = None, log: Callable[[str], None] = logger.info) -> dict[str, str]:
+    """Load every enabled space (or ``keys``) in this process and record which are available; one line each.
+
+    On a first run this is where models are exported to ONNX and tokenizers saved, so that the processes started
+    afterwards (web workers, the Celery pool) load cached files without PyTorch. Returns per space
+    ``"available"`` or ``"unavailable: <reason>"``.
+    """
+    result: dict[str, str] = {}
+    for key in keys or embedders.enabled():
+        started = time.monotonic()
+        log(f"{key}: loading {embedders.get(key).model_id} …")
+        try:
+            embedder = space_load(key)
+        except SpaceUnavailable as exc:
+            result[key] = f"unavailable: {exc.reason}"
+            log(f"{key}: unavailable: {exc.reason}")
+            continue
+        result[key] = "available"
+        log(f"{key}: ready in {time.monotonic() - started:.1f} s (runs on {embedder.runtime_label})")
+    return result
 
 
 def version_register(*, space: str, version: str, dimension: int) -> SpaceVersion:
@@ -155,6 +178,36 @@ def current_version(space: str) -> str | None:
     row = SpaceVersion.objects.filter(space=space).exclude(state=SpaceVersion.State.RETIRED).order_by(
         "-created_at").first()  # fmt: skip
     return row.version if row else None
+
+
+@dataclass
+class ImageSpaceState:
+    space: str
+    state: str  # "ok", "pending", "stale" (only an older model's vector), "failed", "unavailable"
+    detail: str = ""  # why it failed, or why the model is unavailable
+
+
+def image_embedding_states(*, image: ProductImage) -> list[ImageSpaceState]:
+    """One image's vector in every enabled image space, for the admin: computed, on its way, failed (and why), or
+    not to be had because the space's model cannot be loaded."""
+    unavailable = SpaceState.objects.unavailable_reasons()
+    rows = {(row.space, row.model_version): row for row in ImageEmbedding.objects.filter(image=image).only(
+        "space", "model_version", "status", "error", "attempts")}  # fmt: skip
+    states = []
+    for space in embedders.image_spaces():
+        version = current_version(space)
+        row = rows.get((space, version)) if version else None
+        if row is not None and row.status == EmbeddingStatus.OK:
+            states.append(ImageSpaceState(space, "ok"))
+        elif row is not None:
+            states.append(ImageSpaceState(space, "failed", f"{row.error} ({row.attempts} attempt(s))"))
+        elif space in unavailable:
+            states.append(ImageSpaceState(space, "unavailable", unavailable[space]))
+        elif any(key[0] == space and r.status == EmbeddingStatus.OK for key, r in rows.items()):
+            states.append(ImageSpaceState(space, "stale", "only an older model's vector; the new one is on its way"))
+        else:
+            states.append(ImageSpaceState(space, "pending"))
+    return states
 
 
 @dataclass

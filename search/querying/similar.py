@@ -12,7 +12,8 @@ from django.conf import settings
 
 from catalog.models import Product, ProductImage
 from search import embedders
-from search.models import ImageEmbedding, SpaceVersion
+from search.embedders import SpaceUnavailable
+from search.models import ImageEmbedding, SpaceState, SpaceVersion
 from search.querying import hybrid
 from search.querying.active import active_changed, active_state
 from search.vectorstores import Filters, ImageHit, get_store
@@ -29,17 +30,43 @@ class ProductHit:
 
 
 class NotIndexed(Exception):
-    """The product has no vector in this space yet (or the space has no active version)."""
+    """The product has no vector in this space yet (or the space has no active version): wait for the workers."""
+
+
+def space_unavailable_reason(space: str) -> str | None:
+    """Why ``space``'s model cannot be loaded, as the last process that tried recorded it; None when it loaded, or
+    when nobody has tried yet. A model that is unavailable will not index anything: not the same as "not yet"."""
+    return SpaceState.objects.filter(key=space).unavailable_reasons().get(space)
+
+
+def space_version_or_why(space: str) -> SpaceVersion:
+    """The active version of ``space``; raises :class:`SpaceUnavailable` (its model cannot be loaded, with the
+    reason) or :class:`NotIndexed` (it has no vectors yet) when there is none."""
+    try:
+        return active_version(space)
+    except NotIndexed:
+        reason = space_unavailable_reason(space)
+        if reason is None:
+            try:
+                embedders.get(space).check()  # no worker has said yet: the cheap check loads no model
+            except SpaceUnavailable as exc:
+                reason = exc.reason
+            except Exception as exc:  # a configuration the check cannot even read is no model either
+                reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if reason is not None:
+            raise SpaceUnavailable(reason) from None
+        raise
 
 
 def image_space_version(space: str | None = None) -> SpaceVersion:
     """The active version of ``space`` or, by default, of the primary image space: the configured one
     (``clip``) when it is available and has vectors, else the fallback (``cnn``). Cached per process.
 
-    Raises :class:`NotIndexed` when neither has vectors yet.
+    Raises :class:`NotIndexed` when neither has vectors yet, :class:`SpaceUnavailable` when the space asked for
+    (or, by default, the fallback) has none because its model cannot be loaded.
     """
     if space:
-        return active_version(space)
+        return space_version_or_why(space)
     primary = str(settings.VITRINE_PRIMARY_IMAGE_SPACE)
     fallback = str(settings.VITRINE_FALLBACK_IMAGE_SPACE)
     state = active_state()
@@ -47,6 +74,9 @@ def image_space_version(space: str | None = None) -> SpaceVersion:
         return state.versions[primary]
     if fallback in state.versions:
         return state.versions[fallback]
+    reason = space_unavailable_reason(fallback)
+    if reason is not None:
+        raise SpaceUnavailable(f"the {fallback} model is unavailable: {reason}")
     raise NotIndexed(f"the {fallback} space has no vectors yet")
 
 
@@ -54,7 +84,7 @@ def primary_image_space() -> str:
     """The configured primary image space if it is available, else the fallback (``cnn``)."""
     try:
         return image_space_version().space
-    except NotIndexed:
+    except (NotIndexed, SpaceUnavailable):
         return str(settings.VITRINE_FALLBACK_IMAGE_SPACE)
 
 

@@ -24,7 +24,7 @@ from search import embedders
 from search.colours import query_colours
 from search.embedders import runtime
 from search.models import ImageColour, colour_condition
-from search.querying.similar import NotIndexed, active_version, similar_to_vector
+from search.querying.similar import NotIndexed, similar_to_vector, space_version_or_why
 from search.vectorstores import Filters, get_store
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.)
@@ -171,8 +171,10 @@ def source_rankings(*, query: str, k: int, filters: Filters | None = None, space
                     notices: list[str] | None = None) -> dict[str, tuple[Ranking, Calibration]]:  # fmt: skip
     """Each source's calibrated ranking for ``query`` (``colour``: only products of that colour).
 
-    ``space`` limits it to one vector space. A source that cannot answer (model unavailable, no vectors
-    yet) is left out and explained in ``notices``. ``evidence``: :func:`lexical_evidence`, if known.
+    ``space`` limits it to one vector space, and then raises what keeps that space from answering:
+    :class:`SpaceUnavailable` (its model cannot be loaded) or :class:`NotIndexed` (no vectors yet). Without it, a
+    source that cannot answer is left out and named, with the reason, in ``notices`` (for staff and the API).
+    ``evidence``: :func:`lexical_evidence`, if known.
     """
     if evidence is None:
         evidence = lexical_evidence(query)
@@ -186,18 +188,24 @@ def source_rankings(*, query: str, k: int, filters: Filters | None = None, space
         try:
             # The index first: a space no worker could index (its model missing) is skipped without
             # this process trying, and paying for, a model load of its own.
-            version = active_version(key)
+            version = space_version_or_why(key)
             embedder = embedders.load(key)
             if not _same_model(embedder.version, version.version):
                 # The space's model was changed and its new version is still being built: this process can
                 # only embed queries for the new one, and the index serves the old one.
                 raise NotIndexed(f"its new model ({embedder.version}) is still being indexed")
             vector = embedder.embed_texts([query])[0]
-        except (embedders.SpaceUnavailable, NotIndexed) as exc:
+        except embedders.SpaceUnavailable as exc:
+            if space:
+                raise
             if notices is not None:
-                reason = getattr(exc, "reason", str(exc))
-                notices.append(f"{'Image search by text (CLIP)' if key == 'clip' else 'The text model'} is "
-                               f"unavailable right now ({reason}); results come from the other sources.")  # fmt: skip
+                notices.append(f"{key}: model unavailable ({exc.reason}); left out of these results")
+            continue
+        except NotIndexed as exc:
+            if space:
+                raise
+            if notices is not None:
+                notices.append(f"{key}: not indexed yet ({exc}); left out of these results")
             continue
         if embedders.IMAGE in embedders.modalities(key):
             nearest = similar_to_vector(vector=vector, space=key, version=version, k=k, filters=filters)

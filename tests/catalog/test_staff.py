@@ -163,3 +163,36 @@ def test_admin_lists_and_bulk_actions(staff_client, django_assert_max_num_querie
         assert staff_client.get(reverse(name)).status_code == 200
     image = products[0].images.get()
     assert staff_client.get(reverse("admin:catalog_productimage_change", args=[image.pk])).status_code == 200
+
+
+def test_admin_generates_a_sku_when_none_is_given(staff_client):
+    data = {**_product_form(sku=""), **_inline_management(total=0)}
+    response = staff_client.post(reverse("admin:catalog_product_add"), data)
+    assert response.status_code == 302, response.context["errors"] if response.context else response
+    product = Product.objects.get()
+    assert re.fullmatch(r"VT-[0-9A-F]{10}", product.sku)
+    form = staff_client.get(reverse("admin:catalog_product_add")).content.decode()
+    assert "Leave empty to have one generated" in form
+
+
+def test_admin_says_a_chosen_image_must_be_chosen_again_after_an_error(staff_client):
+    """A browser cannot keep a chosen file across a form with errors: the page says so instead of dropping it."""
+    data = {**_product_form(title=""), **_inline_management(), "images-0-file": upload("lamp.png", image_bytes()),
+            "images-0-position": "0"}  # fmt: skip
+    response = staff_client.post(reverse("admin:catalog_product_add"), data)
+    html = response.content.decode()
+    assert response.status_code == 200 and "This field is required" in html
+    assert "the image(s) you chose (lamp.png) are not kept: choose them again" in html
+    assert not Product.objects.exists() and not ProductImage.objects.exists()
+
+
+def test_upload_page_says_exactly_which_formats_it_takes(staff_client):
+    from catalog import imaging
+
+    html = staff_client.get(UPLOAD).content.decode()
+    accepted = re.search(r"Accepted: ([^.;]+)", html)
+    assert accepted is not None and accepted.group(1) == "JPEG, PNG, WebP or GIF"
+    assert set(imaging.ALLOWED_FORMATS) == {"JPEG", "PNG", "WEBP", "GIF"}  # what the words above must follow
+    assert "BMP" not in html and "TIFF" not in html
+    bmp = staff_client.post(UPLOAD, {"mode": "per_image", "images": [upload("a.bmp", image_bytes("BMP"), "image/bmp")]})
+    assert bmp.status_code == 400 and "a.bmp</td><td>failed" in bmp.content.decode()

@@ -130,3 +130,11 @@ def test_inactive_and_unknown_products_are_404(client, shop):
 def test_static_assets_are_served(client):
     response = client.get("/static/css/vitrine.css")
     assert response.status_code == 200
+
+
+def test_favicon_is_served_where_browsers_ask_for_it(client):
+    """Browsers ask every site for /favicon.ico (the admin's pages link no icon): an icon, not a 404 in the console."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200 and response["Content-Type"] == "image/x-icon"
+    assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    assert 'rel="icon"' in client.get("/").content.decode()

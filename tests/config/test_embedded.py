@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import redis as redis_py
 
 from config import embedded
@@ -74,3 +76,38 @@ def test_long_home_paths_get_a_short_socket(tmp_path: Path):
         assert _client(service).ping()
     finally:
         service.release()
+
+
+def test_a_later_start_removes_handles_of_dead_processes_from_the_file(tmp_path: Path):
+    """A crashed run leaves dead pids in redis.handles.json; the next process to start the server writes only
+    the live ones back, so `embedded status` and the last one out see the truth."""
+    service = embedded.EmbeddedRedis(tmp_path)
+    service.run_dir.mkdir(parents=True)
+    service._handles_path.write_text(json.dumps([[999_999, 1.0], [999_998, 2.0]]))
+    service.ensure_running()
+    try:
+        assert [pid for pid, _ in json.loads(service._handles_path.read_text())] == [os.getpid()]
+    finally:
+        service.release()
+    assert json.loads(service._handles_path.read_text()) == []
+    assert not service.is_running()
+
+
+def test_a_zombie_holds_no_server(tmp_path: Path):
+    """A user that has exited but whose parent has not collected it yet (a zombie: what a killed gunicorn worker is
+    for a moment) is not alive: the last real user out stops the server instead of waiting for it forever."""
+    service = embedded.EmbeddedRedis(tmp_path)
+    service.ensure_running()
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: it stays a zombie
+    try:
+        deadline = time.monotonic() + 30
+        while psutil.Process(exited.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        handles = json.loads(service._handles_path.read_text())
+        service._handles_path.write_text(json.dumps([*handles, [exited.pid, psutil.Process(exited.pid).create_time()]]))
+        assert service.users() == [os.getpid()]
+        service.release()
+        assert not service.is_running()
+    finally:
+        exited.wait()

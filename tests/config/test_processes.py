@@ -1,14 +1,11 @@
-"""Whole processes on embedded servers: separate homes, a real worker, and `make demo`'s command."""
+"""Whole processes on embedded servers: separate homes and a real worker (`make demo`'s command: test_rundemo.py)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -93,61 +90,4 @@ def test_a_real_worker_answers_on_the_embedded_broker(tmp_path: Path):
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=60)
     assert worker.returncode == 0, output
-    assert not embedded.EmbeddedRedis(home).is_running()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_rundemo_serves_the_shop_and_stops_cleanly(tmp_path: Path):
-    demo = tmp_path / "demo"
-    (demo / "images").mkdir(parents=True)
-    rows = ["image,title,category,description,price,sku,color,stock"]
-    for i in range(3):
-        (demo / "images" / f"{i}.png").write_bytes(image_bytes(size=(300, 200)))
-        rows.append(f"images/{i}.png,Demo thing {i},Gadgets,A thing.,{9 + i}.50,DEMO-{i},red,5")
-    (demo / "manifest.csv").write_text("\n".join(rows) + "\n")
-    home = tmp_path / "home"
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "rundemo", "--port", str(port), "--demo-dir", str(demo), "--web-workers", "1"],
-        cwd=ROOT,
-        env=_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 240
-        assert process.stdout is not None
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Vitrine is running at" in line:
-                break
-        url = f"http://127.0.0.1:{port}/"
-        assert any(url in line for line in lines), "".join(lines)
-        home_page = urllib.request.urlopen(url, timeout=10).read().decode()
-        assert "Gadgets" in home_page and "Demo thing 2" in home_page
-        listing = urllib.request.urlopen(url + "products/?category=gadgets", timeout=10).read().decode()
-        assert listing.count('class="card"') == 3
-        product = urllib.request.urlopen(url + "products/demo-thing-1/", timeout=10).read().decode()
-        assert "€10.50" in product
-        image_url = product.split("data-gallery-main")[0].rsplit('src="', 1)[1].split('"')[0]
-        with urllib.request.urlopen(url.rstrip("/") + image_url, timeout=10) as response:
-            assert response.status == 200 and response.read(2) == b"\xff\xd8"
-        assert (home / "demo-admin.txt").exists()
-    finally:
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=90)
-    output = "".join(lines) + rest
-    assert process.returncode == 0, output
-    assert "Vitrine stopped." in output
-    assert not embedded.EmbeddedPostgres(home).is_running()
     assert not embedded.EmbeddedRedis(home).is_running()

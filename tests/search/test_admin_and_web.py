@@ -30,7 +30,7 @@ def test_spaces_page_lists_every_space_with_counts_and_reasons(staff_client, use
     assert response.status_code == 200
     for key in ("pixels", "cnn", "simclr", "clip", "text"):
         assert f">{key}<" in html
-    assert "3 / 0 / 0 / 0  (of 3)" in html
+    assert "3 / 0 / 0 / 0 of 3" in html
     assert "no SimCLR checkpoint configured" in html
 
 
@@ -92,3 +92,56 @@ print("heavy:", heavy)
                             timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "heavy: []" in result.stdout
+
+
+def _unavailable(key: str, reason: str) -> SpaceState:
+    from django.utils import timezone
+
+    state, _ = SpaceState.objects.update_or_create(key=key, defaults={"available": False, "reason": reason,
+                                                                       "checked_at": timezone.now()})  # fmt: skip
+    return state
+
+
+@pytest.mark.django_db
+def test_a_space_whose_model_is_unavailable_cannot_be_reindexed(staff_client, use_spaces):
+    use_spaces("pixels", "clip")
+    add_image(ProductFactory())
+    state = _unavailable("clip", "clip-ViT-B-32 is not in the local Hugging Face cache")
+    page = staff_client.get(reverse("admin:search_spacestate_change", args=[state.pk])).content.decode()
+    assert page.count('disabled title="Its model is unavailable: clip-ViT-B-32 is not in the local') == 2
+    assert "Reindexing is off: Its model is unavailable" in page
+    response = staff_client.post(reverse("admin:search_spacestate_reindex", args=[state.pk]), {"missing_only": "0"})
+    assert response.status_code == 302 and not ReindexJob.objects.exists()
+    listing = staff_client.get(reverse("admin:search_spacestate_changelist")).content.decode()
+    assert "model unavailable" in listing and "not checked yet" in listing  # clip tried; the others never
+    # Neither the product action nor the sweep queues work for it.
+    staff_client.post(reverse("admin:catalog_product_changelist"),
+                      {"action": "reindex", "_selected_action": [ProductFactory().pk]})  # fmt: skip
+    assert list(ReindexJob.objects.values_list("space", flat=True)) == ["pixels"]
+
+
+@pytest.mark.django_db
+def test_product_page_shows_each_images_state_per_space_and_re_embeds(staff_client, use_spaces):
+    from search.indexing.embedding import image_failure_record
+    from tests.search.workers import take_queued
+
+    use_spaces("pixels", "cnn", "clip")
+    product = ProductFactory()
+    fine, broken = add_image(product), add_image(product)
+    bulk.images_embed_bulk(space="pixels", image_ids=[fine.pk])
+    versions.space_load("cnn")
+    image_failure_record(image_id=broken.pk, space="pixels", version=embedders.load("pixels").version,
+                         reason="ImageUnreadable: missing from storage")  # fmt: skip
+    _unavailable("clip", "no weights here")
+    take_queued()
+    html = staff_client.get(reverse("admin:catalog_product_change", args=[product.pk])).content.decode()
+    assert '<span class="vitrine-ok">pixels: ok</span>' in html
+    assert '<span class="vitrine-bad">pixels: failed</span><span class="reason">ImageUnreadable: missing from ' in html
+    assert html.count('<span class="vitrine-wait">cnn: pending</span>') == 2
+    assert html.count('<span class="vitrine-muted">clip: model unavailable</span>') == 2
+    assert html.count('formaction="/admin/search/spacestate/images/') == 2
+    response = staff_client.post(reverse("admin:search_image_reembed", args=[broken.pk]), {"title": "ignored"})
+    assert response.status_code == 302 and response["Location"].endswith(f"/catalog/product/{product.pk}/change/")
+    queued = take_queued()
+    assert sorted(args[1] for _, args in queued) == ["cnn", "pixels"]  # not clip: its model is unavailable
+    assert all(name == "search.tasks.image_embed_task" and args[0] == broken.pk for name, args in queued)

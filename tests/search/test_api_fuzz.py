@@ -11,6 +11,7 @@ from django.db import close_old_connections
 from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from config.wsgi import application
@@ -38,12 +39,19 @@ QUIET = override_settings(VITRINE_RATE_LIMITS={}, VITRINE_ENABLED_SPACES=["pixel
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case):  # type: ignore[no-untyped-def]
-    excluded = []
+    # The one 5xx the API documents: 503 when the model a request names cannot be loaded (offline here, CLIP
+    # cannot). It is checked below instead of by "no server error".
+    excluded = [not_a_server_error]
     if case.path == "/api/search/image":
         # JSON Schema cannot say "bytes that decode as an image": rejecting a generated zip with a
         # 400 is right, so the positive-data check does not apply to this one operation.
         excluded.append(positive_data_acceptance)
-    case.call_and_validate(excluded_checks=excluded)
+    response = case.call()
+    case.validate_response(response, excluded_checks=excluded)
+    if response.status_code >= 500:
+        assert response.status_code == 503, response.text
+        assert response.json()["error"].startswith("the model for this search is unavailable: "), response.text
+        assert "503" in case.operation.definition.raw["responses"]
 
 
 @QUIET
@@ -57,8 +65,9 @@ def test_text_search_never_fails_with_a_5xx(client, q, k, space):  # type: ignor
     if space is not None:
         params["space"] = space
     api = client.get("/api/search", params)
-    assert api.status_code in (200, 400), (api.status_code, params)
-    if api.status_code == 400:
+    # 409: the one space asked for has no vectors yet (nothing is indexed here), which the answer says.
+    assert api.status_code in (200, 400, 409), (api.status_code, params)
+    if api.status_code in (400, 409):
         assert api.json()["error"]
     page = client.get("/search/", {"q": q})
     assert page.status_code in (200, 400), (page.status_code, q)

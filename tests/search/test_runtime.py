@@ -287,3 +287,56 @@ def test_a_saved_tokenizer_reproduces_the_models_tokens_or_is_not_kept(use_space
     # …but whose short texts pad to another width than the saved tokenizer would give: refused, nothing written.
     assert tokens.save(model[0].tokenizer, truncating_elsewhere, folder=tmp_path / "other", name="x") is None
     assert not (tmp_path / "other").exists()
+
+
+MAPPED_IN_A_FRESH_PROCESS = """
+import sys, django
+django.setup()
+from search import embedders
+embedder = embedders.load("cnn")
+maps = open("/proc/self/maps").read()
+print("MAPPED" if sys.argv[1] in maps else "NOT MAPPED", "torch" in sys.modules)
+"""
+
+
+def test_an_export_keeps_its_weights_beside_the_graph_and_processes_map_them(use_spaces, settings, tmp_path):
+    """Weights in a file of their own are mapped by ONNX Runtime, not copied: the web workers and the pool share
+    them, and pages no query touches stay on disk. An export in an older format is replaced, not kept."""
+    settings.VITRINE_HOME = tmp_path
+    stale = runtime.cache_dir() / "cnn-image-efficientnet-lite0-a5f21c0d0312-v1.onnx"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an export in the format before")
+    use_spaces("cnn", cnn={"RUNTIME": "onnx", "QUANTIZE": "never"})
+    cnn = embedders.load("cnn")
+    path = cnn.runners["image"].path
+    assert path is not None and path.name.endswith(f"-{runtime.EXPORT_FORMAT}.onnx")
+    weights = path.parent / cnn.runners["image"].details["weights"]
+    assert weights.is_file() and weights.stat().st_size > 10 * path.stat().st_size  # the graph is small, apart
+    assert not stale.exists()
+    env = {**os.environ, "VITRINE_HOME": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    result = subprocess.run([sys.executable, "-c", MAPPED_IN_A_FRESH_PROCESS, str(weights)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["MAPPED", "False"]
+
+
+UNAVAILABLE_IN_A_FRESH_PROCESS = """
+import sys, django
+django.setup()
+from search import embedders
+try:
+    embedders.load("simclr")
+except embedders.SpaceUnavailable as exc:
+    print("UNAVAILABLE", "torch" in sys.modules)
+"""
+
+
+def test_a_space_whose_checkpoint_cannot_be_had_never_imports_torch(settings, tmp_path):
+    """Offline, the published SimCLR checkpoint cannot be fetched: the space is unavailable, and the worker that
+    found out does not carry PyTorch (about 500 MB) for nothing when its other spaces serve from ONNX exports."""
+    env = {**os.environ, "VITRINE_HOME": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings.local",
+           "VITRINE_SIMCLR_CHECKPOINT": "http://127.0.0.1:9/simclr.ckpt"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", UNAVAILABLE_IN_A_FRESH_PROCESS], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["UNAVAILABLE", "False"]

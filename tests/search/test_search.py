@@ -42,13 +42,21 @@ def shop(use_spaces, settings):
     return products
 
 
-def test_product_page_shows_similar_products_without_scores_or_model_names(client, shop):
+def test_product_page_shows_similar_products_without_machinery(client, shop):
     html = client.get(shop["red0"].get_absolute_url()).content.decode()
     similar_section = html.split("Looks similar")[1]
     assert similar_section.count('class="card"') == 8  # VITRINE_SIMILAR_K
     assert "Red enamel mug 1" in similar_section and "Red enamel mug 0</h3>" not in similar_section
-    for shown_to_staff_only in ('class="card-score"', "similarity", "pixels", "hybrid", "space"):
-        assert shown_to_staff_only not in similar_section
+    # Shoppers see no score and no model or space name.
+    for machinery in ("similarity", "0.9", "pixels", "hybrid", "space", "card-why", "Why these results"):
+        assert machinery not in similar_section, machinery
+
+
+def test_staff_can_ask_why_a_similar_product_is_there(staff_client, shop):
+    plain = staff_client.get(shop["red0"].get_absolute_url()).content.decode().split("Looks similar")[1]
+    assert "card-why" not in plain and "Why these results? (staff)" in plain
+    why = staff_client.get(shop["red0"].get_absolute_url(), {"why": "1"}).content.decode().split("Looks similar")[1]
+    assert why.count('class="card-why staff-only"') == 8 and "similarity 0." in why and "by hybrid" in why
 
 
 def test_same_category_toggle(client, shop):
@@ -100,11 +108,21 @@ def test_text_search_fuses_full_text_and_the_text_space(shop):
     assert all(h.product_id in {shop[f"blue{i}"].pk for i in range(6)} for h in filtered.hits)
 
 
-def test_text_search_without_clip_says_so_and_still_answers(shop, use_spaces):
+def test_text_search_without_clip_says_why_and_still_answers(shop, use_spaces):
     use_spaces("pixels", "text", "clip", clip={"MODEL": "/nonexistent/clip"})
     outcome = text.text_search(query="linen shirt", k=5)
-    assert outcome.notices and "CLIP" in outcome.notices[0]
+    # The model cannot be loaded, and the notice says that, not "no vectors yet".
+    assert len(outcome.notices) == 1 and outcome.notices[0].startswith("clip: model unavailable (")
+    assert "nonexistent" in outcome.notices[0] and "not indexed" not in outcome.notices[0]
     assert outcome.hits and outcome.hits[0].product_id in {shop[f"blue{i}"].pk for i in range(6)}
+
+
+def test_a_space_not_indexed_yet_is_told_apart_from_a_model_that_cannot_load(shop, use_spaces, tiny_clip):
+    use_spaces("pixels", "text", "clip", clip={"MODEL": str(tiny_clip)})
+    outcome = text.text_search(query="linen shirt", k=5)
+    assert len(outcome.notices) == 1 and outcome.notices[0].startswith("clip: not indexed yet (")
+    with pytest.raises(similar.NotIndexed):
+        text.text_search(query="linen shirt", k=5, space="clip")
 
 
 def test_clip_text_search_and_a_separate_query_text_model(shop, use_spaces, tiny_clip):
@@ -239,6 +257,117 @@ def test_openapi_schema(client):
     similar_space = next(p for p in schema["paths"]["/api/products/{id}/similar"]["get"]["parameters"]
                          if p["name"] == "space")  # fmt: skip
     assert "hybrid" in similar_space["schema"]["enum"] and "hybrid" in similar_space["description"]
+    for path, method in (("/api/products/{id}/similar", "get"), ("/api/search", "get"),
+                         ("/api/search/image", "post")):  # fmt: skip
+        responses = schema["paths"][path][method]["responses"]
+        assert responses["409"]["description"].startswith("Not indexed yet"), path
+        assert responses["503"]["description"].startswith("Model unavailable"), path
+
+
+def _unavailable_clip(use_spaces, settings) -> None:
+    """CLIP enabled but its model cannot be had (offline, not cached): a worker has tried and recorded why."""
+    from search.models import SpaceState
+
+    use_spaces("pixels", "text", "clip", clip={"MODEL": "/nonexistent/clip"})
+    SpaceState.objects.update_or_create(
+        key="clip",
+        defaults={
+            "available": False,
+            "checked_at": "2026-01-01T00:00Z",
+            "reason": "clip weights are not on this machine",
+        },
+    )
+
+
+def test_api_answers_503_for_a_model_that_cannot_load_and_409_for_not_indexed_yet(client, shop, use_spaces, settings,
+                                                                                  tiny_clip):  # fmt: skip
+    _unavailable_clip(use_spaces, settings)
+    photo = {"image": upload("x.png", _png((30, 50, 210)))}
+    for response in (client.get(f"/api/products/{shop['red0'].pk}/similar", {"space": "clip"}),
+                     client.get("/api/search", {"q": "mug", "space": "clip"}),
+                     client.post("/api/search/image?space=clip", photo)):  # fmt: skip
+        assert response.status_code == 503, response.content
+        assert "unavailable: clip weights are not on this machine" in response.json()["error"]
+    # Without a space, hybrid search answers from the other sources and says what it left out, and why.
+    body = client.get("/api/search", {"q": "mug"}).json()
+    assert body["results"] and body["notices"] == [
+        "clip: model unavailable (clip weights are not on this machine); left out of these results"
+    ]
+    # A model that loads but has no vectors yet is 409: try again later.
+    use_spaces("pixels", "text", "clip", clip={"MODEL": str(tiny_clip)})
+    from search.models import SpaceState
+
+    SpaceState.objects.filter(key="clip").update(available=True, reason="")
+    for response in (client.get(f"/api/products/{shop['red0'].pk}/similar", {"space": "clip"}),
+                     client.get("/api/search", {"q": "mug", "space": "clip"})):  # fmt: skip
+        assert response.status_code == 409 and response.json()["error"].startswith("not indexed yet"), response.content
+
+
+def test_search_page_shows_shoppers_no_machinery_and_staff_why(staff_client, shop, use_spaces, settings):
+    from django.test import Client
+
+    _unavailable_clip(use_spaces, settings)
+    html = Client().get(reverse("search:search"), {"q": "tea mug"}).content.decode()
+    assert "Results for “tea mug”" in html and html.count('class="card"') == 6
+    for machinery in ("clip", "CLIP", "unavailable", "match 0.", "Matched by", "fulltext", "card-why", "Staff:"):
+        assert machinery not in html, machinery
+    why = staff_client.get(reverse("search:search"), {"q": "tea mug", "why": "1"}).content.decode()
+    assert "Staff: clip: model unavailable (clip weights are not on this machine)" in why
+    assert why.count('class="card-why staff-only"') == 6 and "fused 0." in why and "fulltext" in why
+
+
+def test_a_search_with_no_close_match_says_so_and_offers_photo_search(client, shop):
+    """A query nothing in the shop fits gets no noise presented as its answers: the page says so."""
+    weak = client.get(reverse("search:search"), {"q": "zebra"})
+    html = weak.content.decode()
+    assert weak.context["outcome"].no_good_match and not weak.context["outcome"].hits
+    assert "No close match for “zebra”" in html and "Results for" not in html and 'class="card"' not in html
+    assert 'href="/search/photo/"' in html.split("No close match")[1]
+    strong = client.get(reverse("search:search"), {"q": "linen shirt"}).content.decode()
+    assert "Results for “linen shirt”" in strong and "No close match" not in strong
+
+
+def test_photo_search_shows_the_photo_back_and_offers_another_or_a_part(client, shop):
+    response = client.post(reverse("search:photo"), {"image": upload("mine.png", _png((200, 40, 30)))})
+    html = response.content.decode()
+    assert response.status_code == 200 and "Your photo" in html
+    preview = response.context["preview"]
+    assert preview.startswith("data:image/jpeg;base64,") and f'src="{preview}"' in html
+    shown = Image.open(io.BytesIO(__import__("base64").b64decode(preview.split(",", 1)[1])))
+    assert shown.size == (64, 64) and shown.getpixel((32, 32))[0] > 150  # the red photo itself, not kept anywhere
+    assert "choose another photo" in html and "Search this part" in html
+    for machinery in ("pixels", "similarity", "space"):
+        assert machinery not in html.split("Products that look like your photo")[1], machinery
+
+
+def test_photo_search_says_why_it_cannot_answer_without_machinery_for_shoppers(staff_client, shop, use_spaces,
+                                                                                settings):  # fmt: skip
+    from django.test import Client
+
+    _unavailable_clip(use_spaces, settings)
+    settings.VITRINE_PRIMARY_IMAGE_SPACE = "clip"
+    settings.VITRINE_FALLBACK_IMAGE_SPACE = "clip"
+    response = Client().post(reverse("search:photo"), {"image": upload("mine.png", _png((200, 40, 30)))})
+    html = response.content.decode()
+    assert response.status_code == 503 and "Search by photo is not available right now" in html
+    assert "clip" not in html.lower().replace("clip art", "")
+    staff = staff_client.post(reverse("search:photo"), {"image": upload("mine.png", _png((200, 40, 30)))})
+    assert "Staff: the clip model is unavailable: clip weights are not on this machine" in staff.content.decode()
+
+
+def test_compare_page_opens_with_a_hint_and_tells_unavailable_from_not_indexed(staff_client, shop, use_spaces,
+                                                                                settings):  # fmt: skip
+    _unavailable_clip(use_spaces, settings)
+    use_spaces("pixels", "text", "clip", "cnn", clip={"MODEL": "/nonexistent/clip"})
+    url = reverse("search:compare")
+    empty = staff_client.get(url).content.decode()
+    assert "Pick a product by its id, SKU or part of its title" in empty
+    assert empty.count("<img src=") >= 6 and "data-compare-candidates" in empty
+    several = staff_client.get(url, {"product": "Red enamel"}).content.decode()
+    assert several.count('<li><a href="?product=') == 6 and several.count("<img src=") >= 6
+    html = staff_client.get(url, {"product": shop["red0"].sku}).content.decode()
+    assert "<h3>pixels</h3>" in html and "Model unavailable: clip weights are not on this machine" in html
+    assert "Not indexed yet:" in html.split("<h3>cnn</h3>")[1]
 
 
 def test_product_text_is_reembedded_on_create(use_spaces, django_capture_on_commit_callbacks):

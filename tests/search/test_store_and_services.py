@@ -128,6 +128,19 @@ def test_unreadable_file_fails_with_a_reason_and_unavailable_space_is_skipped(us
     assert not state.available and "no SimCLR checkpoint configured" in state.reason
 
 
+def test_an_unavailable_space_is_said_once_not_once_per_image(use_spaces, caplog):
+    """A catalogue import queues every image for every space: a model that cannot load is one line in the log."""
+    from search.indexing.embedding import _said_unavailable
+
+    use_spaces("pixels", "simclr", simclr={"CHECKPOINT": ""})
+    _said_unavailable.clear()
+    with caplog.at_level("INFO", logger="search.indexing.embedding"):
+        for image in _images(4):
+            assert embedding.image_embed(image_id=image.pk, space="simclr") == "skipped"
+    lines = [r for r in caplog.records if r.name == "search.indexing.embedding"]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING" and "space simclr is unavailable" in lines[0].message
+
+
 def test_bulk_reindex_and_missing_only(use_spaces):
     use_spaces("pixels")
     images = _images(7)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from catalog.importing import ImportItem, ManifestError, images_import
 
 SKIPPED_SHOWN = 20
+PROGRESS_EVERY_S = 5
 
 
 class Command(BaseCommand):
@@ -33,6 +35,8 @@ class Command(BaseCommand):
             manifest = path / manifest
 
         def progress(items: Iterator[ImportItem], total: int) -> Iterator[ImportItem]:
+            if not no_progress and not sys.stderr.isatty():
+                return self._progress_lines(items, total)  # a log, not a terminal: a line every few seconds
             return iter(
                 tqdm(
                     items,
@@ -73,3 +77,11 @@ class Command(BaseCommand):
                     out.write(f"  {outcome.name}: {outcome.reason}")
                 if limit is not None and len(outcomes) > limit:
                     out.write(f"  … and {len(outcomes) - limit} more (-v 2 lists them all)")
+
+    def _progress_lines(self, items: Iterator[ImportItem], total: int) -> Iterator[ImportItem]:
+        said = time.monotonic()
+        for done, item in enumerate(items):
+            if time.monotonic() - said >= PROGRESS_EVERY_S:
+                self.stderr.write(f"Importing: {done}/{total} files")
+                said = time.monotonic()
+            yield item

@@ -11,6 +11,8 @@
 * ``--seed-synthetic N [--text-dim 384]``: fill an empty catalogue with N synthetic products and clustered vectors
   (and text-space vectors, for hybrid);
 * ``--load-test``: gunicorn + locust (headless) on the similar-products API and product pages;
+* ``--memory``: the resident memory of every web worker and Celery process (as ``make demo`` runs them) after
+  warm-up and after a full reindex of the catalogue, their peak, and whether PyTorch is loaded in them;
 * ``--runtimes``: per space (``--spaces``) and backend (``--backends``: eager torch, ONNX fp32, ONNX int8),
   img/s with decoding excluded and included, and p50/p95 of a text and a photo query's embedding, all in
   this one process with rounds interleaved; a table, and JSON with ``--json-out``.
@@ -30,7 +32,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from catalog.models import ProductImage
 from search.embedders import SpaceUnavailable
 from search.indexing import versions
-from search.lab.benchmarks import load, pipeline, quality, runtimes, stores, synthetic
+from search.lab.benchmarks import load, memory, pipeline, quality, runtimes, stores, synthetic
 from search.querying import similar
 from search.querying.similar import HYBRID
 
@@ -68,6 +70,9 @@ class Command(BaseCommand):
         parser.add_argument("--reindex-threads", type=int, default=0,
                             help="Threads of that reindex (0: every core, as a worker has them).")  # fmt: skip
         parser.add_argument("--json", dest="json_path", type=Path, help="Also write the figures here.")
+        parser.add_argument("--memory", action="store_true",
+                            help="RSS of each web and Celery process after warm-up and after a full reindex "
+                                 "(uses --web-workers).")  # fmt: skip
         runtime_args = parser.add_argument_group("inference runtimes (--runtimes)")
         runtime_args.add_argument("--runtimes", action="store_true", help="Compare torch / ONNX / int8 side by side.")
         runtime_args.add_argument("--spaces", default="cnn,clip,text", help="Comma-separated spaces for --runtimes.")
@@ -100,6 +105,16 @@ class Command(BaseCommand):
             self._stores(options, dim=dim, queries=queries or 200, json_path=json_path)
             return
         figures: dict[str, Any] = {"cores": os.cpu_count()}
+        if options.get("memory"):
+            try:
+                figures.update(memory.memory_benchmark(web_workers=web_workers, log=self.stderr.write))
+            except memory.BenchmarkError as exc:
+                raise CommandError(str(exc)) from exc
+            for line in memory.format_table(figures):
+                self.stdout.write(line)
+            if json_path:
+                json_path.write_text(json.dumps(figures, indent=2, default=str))
+            return
         if options.get("runtimes"):
             self._runtimes(spaces=options["spaces"], backends=options["backends"], images=images,
                            batch_size=batch_size, repeat=max(1, repeat), trials=options["query_trials"],
