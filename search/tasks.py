@@ -10,6 +10,7 @@ handed out twice; long work (reindex jobs) is cut into short chunks.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task, shared_task
@@ -21,6 +22,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from search.embedders import SpaceUnavailable
 from search.indexing import bulk, embedding, enqueue, jobs, sweep, versions
 from search.vectorstores import get_store
+
+logger = logging.getLogger(__name__)
 
 # Errors worth retrying: the database or the broker hiccupped.
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
@@ -42,6 +45,9 @@ def _retry(task: Task, exc: BaseException, **options: Any) -> Retry:
         factor=int(task.retry_backoff), retries=task.request.retries, maximum=task.retry_backoff_max,
         full_jitter=task.retry_jitter,
     )  # fmt: skip
+    # Celery's own "Retry in" line is on the quiet task log; an outage is worth a warning by default.
+    logger.warning("%s[%s] will retry in %d s (attempt %d): %s", task.name, task.request.id, countdown,
+                   task.request.retries + 1, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)  # fmt: skip
     return task.retry(exc=exc, countdown=countdown, **options)
 
 
@@ -115,10 +121,14 @@ def sweep_task(self: Task) -> dict[str, int]:
         raise _retry(self, exc) from exc
 
 
-@shared_task(name=enqueue.SPACES_PROBE, **COMMON, soft_time_limit=600, time_limit=660, max_retries=0)
+@shared_task(name=enqueue.SPACES_PROBE, **COMMON, soft_time_limit=600, time_limit=660, max_retries=6)
 def spaces_probe_task(self: Task) -> dict[str, str]:
-    """Load every enabled space in this worker (warming it) and record which are available."""
-    return versions.spaces_prepare(log=lambda line: None)  # the admin shows the outcome; the log stays quiet
+    """Load every enabled space in this worker (warming it) and record which are available. A worker that
+    starts while the database is down tries again with the backoff instead of failing with a traceback."""
+    try:
+        return versions.spaces_prepare(log=lambda line: None)  # the admin shows the outcome; the log stays quiet
+    except TRANSIENT as exc:
+        raise _retry(self, exc) from exc
 
 
 @shared_task(name=enqueue.PRODUCTS_SYNC, **COMMON, soft_time_limit=120, time_limit=180, max_retries=8)

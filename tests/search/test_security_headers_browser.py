@@ -99,7 +99,7 @@ def test_no_page_breaks_the_content_security_policy(page, live_server, shop, tmp
     screenshot(page, "admin-spaces")
     visit(f"/admin/catalog/product/{mug.pk}/change/")
     screenshot(page, "admin-product")
-    assert page.locator("img.vt-thumb-96").first.evaluate("img => img.getBoundingClientRect().width") <= 96
+    assert page.locator("img.vt-thumb-72").first.evaluate("img => img.getBoundingClientRect().width") <= 72
     reported = [line for line in console if "Content Security Policy" in line or "Permissions-Policy" in line]
     assert reported == [], reported
     assert len(seen) == 18
