@@ -317,7 +317,11 @@ VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 # with `manage.py evaluate --calibrate` (docs/relevance-text.md).
 VITRINE_TEXT_CALIBRATION: dict[str, dict[str, float]] = {
     "use-multilingual-v3": {"gate": 0.25, "agreement": 1.0, "floor": 0.15, "weight": 0.4},
-    "all-MiniLM-L6-v2": {"gate": 0.42, "agreement": 0.6, "floor": 0.3},
+    "all-MiniLM-L6-v2": {"gate": 0.5, "agreement": 0.6, "floor": 0.3},
+    # Category names as a source (search.querying.categories): a category answers when the query's cosine to its
+    # name reaches the gate.
+    "category:all-MiniLM-L6-v2": {"gate": 0.5},
+    "category:use-multilingual-v3": {"gate": 0.4, "weight": 0.4},
     # CLIP cannot be had offline on our machines, so it is not measured: without lexical evidence it answers only
     # when its top hits agree on a category.
     "clip": {"floor": 0.0, "agreement": 0.8},

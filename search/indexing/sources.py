@@ -37,10 +37,11 @@ def load_image_rgb(image: ProductImage, embedder: Embedder | None = None) -> Any
 
 
 def product_text(product: Product) -> str:
-    """Title, category name and description: a short title alone ("Red ball") is a confident wrong match for
-    many queries; the category gives it the context a shopper sees."""
-    category = product.category.name if product.category_id and product.category else ""
-    return "\n".join(part for part in (product.title, category, product.description) if part).strip()
+    """Title and description: the words the shop wrote about the product. The category's name stays out of the
+    vector on purpose: measured leave-one-out, adding it let the category label itself decide which products
+    look alike (text p@5 0.63 -> 0.99 on the realistic catalogue, an evaluation of the label, not of the words).
+    Full-text search matches category names instead (``search.querying.text``)."""
+    return "\n".join(part for part in (product.title, product.description) if part).strip()
 
 
 def product_text_hash(text: str) -> str:

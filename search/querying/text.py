@@ -15,6 +15,7 @@ the query come first, then the other matches.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import Q
@@ -24,13 +25,21 @@ from search import embedders
 from search.colours import query_colours
 from search.embedders import runtime
 from search.models import ImageColour, colour_condition
+from search.querying import categories
 from search.querying.similar import NotIndexed, similar_to_vector, space_version_or_why
 from search.vectorstores import Filters, get_store
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from search.embedders.base import Embedder
+    from search.models import SpaceVersion
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.)
 # The words of a product, as the GIN index of search's migration 0005 has them (keep the two identical).
 PRODUCT_WORDS = "to_tsvector('english'::regconfig, title || ' ' || description)"
 TITLE = "title"  # full-text matches in the title, fused as a source of their own
+CATEGORY_SUFFIX = "-category"  # a text space's category-name source ("text-category")
 FULLTEXT = "fulltext"
 # Each source is asked for at least this many hits: fusion and the colour boost need candidates beyond the k
 # shown (a red hat that "hat" alone ranks 30th).
@@ -126,11 +135,13 @@ def agreement(hits: list[tuple[int, float]]) -> float:
 
 
 def _fts(query: str, k: int, filters: Filters | None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """Full-text matches of title + description, and those that match in the title alone (both by ts_rank)."""
+    """Full-text matches of title + description + category name (the weakest words), and those that match in
+    the title alone (both by ts_rank)."""
     from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 
     title = SearchVector("title", weight="A", config="english")
-    vector = title + SearchVector("description", weight="B", config="english")
+    vector = (title + SearchVector("description", weight="B", config="english")
+              + SearchVector("category__name", weight="C", config="english"))  # fmt: skip
     search = SearchQuery(query, search_type="websearch", config="english")
     products = Product.objects.published()
     if filters is not None:
@@ -216,12 +227,37 @@ def source_rankings(*, query: str, k: int, filters: Filters | None = None, space
             hits = [(pk, 1.0 - distance) for pk, distance in found]
         calibration = calibration_for(key, version.version)
         out[key] = (_judge(Ranking(source=key, hits=hits), calibration, evidence=evidence), calibration)
+        if space is None and embedders.is_text_only(key):
+            out[key + CATEGORY_SUFFIX] = _category_source(key, embedder, version, vector, k, filters)
     if space is None:
+        _hold_strays_to_the_gate(out)
         everything, titles = _fts(query, k, filters)
         for name, hits in ((FULLTEXT, everything), (TITLE, titles)):
             calibration = calibration_for(name)
             out[name] = (_judge(Ranking(source=name, hits=hits), calibration), calibration)
     return out
+
+
+def _hold_strays_to_the_gate(out: dict[str, tuple[Ranking, Calibration]]) -> None:
+    """When the words name a category the shop has ("hat" -> *Hats*), a text space's hit outside the named
+    categories must reach the space's gate, not only its floor: "Red ball" at 0.32 is noise for "hat"."""
+    named = {pk for name, (ranking, _) in out.items() if name.endswith(CATEGORY_SUFFIX) for pk, _ in ranking.hits}
+    if not named:
+        return
+    for name, (ranking, calibration) in out.items():
+        if not name.endswith(CATEGORY_SUFFIX) and embedders.is_text_only(name):
+            ranking.hits = [(pk, score) for pk, score in ranking.hits if pk in named or score >= calibration.gate]
+
+
+def _category_source(key: str, embedder: Embedder, version: SpaceVersion, vector: np.ndarray, k: int,
+                     filters: Filters | None) -> tuple[Ranking, Calibration]:  # fmt: skip
+    """The categories whose names the query reaches, as a source (see :mod:`search.querying.categories`)."""
+    calibration = calibration_for(key + CATEGORY_SUFFIX, f"category:{version.version}")
+    hits, best = categories.category_hits(embedder=embedder, space=key, version=version.version,
+                                          dimension=version.dimension, vector=vector, k=k, gate=calibration.gate,
+                                          filters=filters)  # fmt: skip
+    abstained = best is not None and not hits  # the query reached no category's name
+    return Ranking(source=key + CATEGORY_SUFFIX, hits=hits, best=best, abstained=abstained), calibration
 
 
 def _same_model(loaded: str, active: str) -> bool:
@@ -241,26 +277,39 @@ def _fuse(rankings: dict[str, tuple[Ranking, Calibration]]) -> list[SearchHit]:
     return sorted(fused.values(), key=lambda h: (-h.score, h.product_id))
 
 
-def _colour_first(coloured: list[SearchHit], hits: list[SearchHit], colour: str) -> list[SearchHit]:
-    """Products of the colour that are the kind of thing asked for first, then the other matches.
+def _kinds(categories: list[int | None]) -> set[int | None]:
+    """The kinds of thing the words' top hits are: the categories that two or more of them share, else the best
+    hit's own. One stray hit (a red ball among four hats for "hat") does not make balls a kind asked for."""
+    shared = {category for category in categories if categories.count(category) >= 2}
+    return shared or set(categories[:1])
 
-    "The kind of thing" is a category among the words' own top five: for "red hat", red hats come first and
-    other hats next, while a red bus (a close enough match for "hat" among red things) stays out of the way.
-    Among the colour's products, those whose own colour field says so come first, then those with no field
-    (their pictures say so), then those whose field names another colour; fused order within each.
+
+def _colour_first(coloured: list[SearchHit], hits: list[SearchHit], colour: str) -> list[SearchHit]:
+    """Products of the colour that are the kind of thing asked for first, then the other things of that kind,
+    then the other matches.
+
+    "The kind of thing" is a category shared by the words' own top five (:func:`_kinds`): for "red hat", red
+    hats come first and other hats next, while a red bus or a red ball (close enough matches for "hat" among
+    red things) come after every hat. Among the colour's products, those whose own colour field says so come
+    first, then those with no field (their pictures say so), then those whose field names another colour;
+    fused order within each.
     """
-    rows = Product.objects.filter(pk__in=[h.product_id for h in coloured + hits[:5]])
+    rows = Product.objects.filter(pk__in=[h.product_id for h in coloured + hits])
     facts = {pk: (category, (color or "").strip().lower()) for pk, category, color in
              rows.values_list("pk", "category_id", "color")}  # fmt: skip
-    kinds = {facts[h.product_id][0] for h in hits[:5] if h.product_id in facts}
+    kinds = _kinds([facts[h.product_id][0] for h in hits[:5] if h.product_id in facts])
+
+    def of_kind(hit: SearchHit) -> bool:
+        return hit.product_id in facts and facts[hit.product_id][0] in kinds
 
     def tier(hit: SearchHit) -> int:
         own = facts[hit.product_id][1]
         return 0 if own == colour else (1 if not own else 2)
 
-    first = sorted((h for h in coloured if h.product_id in facts and facts[h.product_id][0] in kinds), key=tier)
+    first = sorted((h for h in coloured if of_kind(h)), key=tier)
     seen = {h.product_id for h in first}
-    return first + [h for h in hits if h.product_id not in seen]
+    rest = [h for h in hits if h.product_id not in seen]
+    return first + [h for h in rest if of_kind(h)] + [h for h in rest if not of_kind(h)]
 
 
 def text_search(*, query: str, k: int = 48, filters: Filters | None = None, space: str | None = None) -> SearchOutcome:

@@ -100,7 +100,7 @@ def test_filtered_similar_search_still_returns_k_and_matches_exact(shop):
 
 def test_text_search_fuses_full_text_and_the_text_space(shop):
     outcome = text.text_search(query="tea mug", k=20)
-    assert outcome.space == "hybrid" and set(outcome.sources) == {"text", "fulltext", "title"}
+    assert outcome.space == "hybrid" and set(outcome.sources) == {"text", "text-category", "fulltext", "title"}
     top = [h.product_id for h in outcome.hits[:6]]
     assert set(top) == {shop[f"red{i}"].pk for i in range(6)}
     assert all(set(h.sources) == {"text", "fulltext"} for h in outcome.hits[:6])
@@ -129,7 +129,7 @@ def test_clip_text_search_and_a_separate_query_text_model(shop, use_spaces, tiny
     use_spaces("pixels", "text", "clip", clip={"MODEL": str(tiny_clip), "QUERY_TEXT_MODEL": str(tiny_clip)})
     bulk.images_embed_bulk(space="clip")
     outcome = text.text_search(query="a red mug", k=12)
-    assert set(outcome.sources) == {"clip", "text", "fulltext", "title"}
+    assert set(outcome.sources) == {"clip", "text", "text-category", "fulltext", "title"}
     from search import embedders
 
     assert embedders.get("clip")._query_model is not None  # queries went through the query text model
