@@ -8,6 +8,15 @@ from decimal import Decimal
 
 import numpy as np
 
+from search.embedders.errors import SpaceUnavailable
+
+
+class StoreUnavailable(SpaceUnavailable):
+    """The vector store cannot answer a search now (its server is down or restarting): a 503, never a 500.
+
+    A kind of :class:`SpaceUnavailable`, so every page and API answer that handles an unusable space handles this
+    too; raised by reads only, never by writes (a task that cannot write retries instead)."""
+
 
 @dataclass(frozen=True)
 class Filters:
