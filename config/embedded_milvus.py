@@ -255,5 +255,12 @@ class EmbeddedMilvus(EmbeddedService):
         logger.warning("embedded Milvus (pid %s) did not stop", pid)
 
 
+def in_use() -> bool:
+    """Whether this configuration runs the embedded server: the Milvus store is chosen and no URI is given."""
+    from django.conf import settings
+
+    return str(settings.VITRINE_VECTOR_STORE).endswith(".MilvusStore") and not settings.VITRINE_MILVUS_URI
+
+
 def milvus(home: Path) -> EmbeddedMilvus:
     return _service(EmbeddedMilvus, home)

@@ -351,9 +351,6 @@ VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgve
 # of VITRINE_HOME (config.embedded_milvus, shared by every process); a server or cluster URI such as
 # http://milvus:19530 in production; a path (…/vitrine.db) for a milvus-lite file, one process at a time.
 VITRINE_MILVUS_URI = str(env("VITRINE_MILVUS_URI", ""))
-# The embedded Milvus server runs (started by the first process that searches or writes) when the Milvus store is
-# chosen and no URI is given.
-VITRINE_EMBEDDED_MILVUS = VITRINE_VECTOR_STORE.endswith(".MilvusStore") and not VITRINE_MILVUS_URI
 VITRINE_MILVUS_TIMEOUT_S = env_int("VITRINE_MILVUS_TIMEOUT_S", 10)  # a call Milvus cannot answer in this: a 503
 VITRINE_MILVUS_TOKEN = env("VITRINE_MILVUS_TOKEN", "")
 VITRINE_MILVUS_PREFIX = str(env("VITRINE_MILVUS_PREFIX", "vitrine"))

@@ -36,7 +36,7 @@ from django.core.exceptions import ImproperlyConfigured
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
 from search.vectorstores.base import CandidatePool, Filters, ImageHit, StoreUnavailable, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
-from search.vectorstores.milvus_rows import MAX_COLOURS, filter_expression, image_rows, product_rows
+from search.vectorstores.milvus_rows import MAX_COLOURS, Rows, filter_expression, image_rows, product_rows
 from search.vectorstores.pgvector import PgVectorStore, images_write, products_write
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class MilvusStore(VectorStore):
         self._loaded: set[str] = set()
         self._kinds: dict[str, str] = {}
         self._written: dict[str, float] = {}
+        self._local = threading.local()
 
     # -- connection and collections -------------------------------------------------------------
     @property
@@ -91,11 +92,7 @@ class MilvusStore(VectorStore):
         with self._lock:
             if self._client is None:
                 if self.is_embedded:
-                    from config import embedded_milvus
-
-                    server = embedded_milvus.milvus(Path(settings.VITRINE_HOME))
-                    server.ensure_running()  # starts it, or restarts it after a crash; held until this process exits
-                    self.uri = server.uri
+                    self.uri = self._embedded_uri()
                 elif self.is_lite:
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                 token = str(settings.VITRINE_MILVUS_TOKEN or "")
@@ -103,10 +100,33 @@ class MilvusStore(VectorStore):
                                                           timeout=float(settings.VITRINE_MILVUS_TIMEOUT_S))  # fmt: skip
             return self._client
 
+    def _embedded_uri(self) -> str:
+        """The embedded server's URI. A write (a worker, a command) starts it, or restarts it after a crash, and holds
+        it until this process exits; a read never waits for a start: it starts one in the background and answers
+        :class:`StoreUnavailable` (a 503) meanwhile."""
+        from config import embedded_milvus
+
+        server = embedded_milvus.milvus(Path(settings.VITRINE_HOME))
+        if getattr(self._local, "reading", False) and not server.is_running():
+            threading.Thread(target=server.ensure_running, name="milvus-start", daemon=True).start()
+            raise StoreUnavailable("the embedded Milvus server is starting")
+        server.ensure_running()
+        return server.uri
+
+    def _writing(self, call: Callable[[], _T]) -> _T:
+        """A write that fails drops the connection, so the task's retry connects afresh (and restarts the embedded
+        server if it died). The vectors are in Postgres already: nothing is lost."""
+        try:
+            return call()
+        except Exception:
+            self.close(quiet=True)
+            raise
+
     def _reading(self, what: str, call: Callable[[], _T]) -> _T:
         """A read: a collection still loading (a restarted server) is loaded and asked again; a server that cannot
         answer is :class:`StoreUnavailable` (a 503), and the next call connects afresh (the embedded server is then
         restarted if it died)."""
+        self._local.reading = True
         try:
             try:
                 return call()
@@ -124,6 +144,8 @@ class MilvusStore(VectorStore):
             logger.warning("Milvus cannot answer (%s): %s", what, exc)
             self.close(quiet=True)
             raise StoreUnavailable(f"the Milvus vector store cannot answer: {type(exc).__name__}") from exc
+        finally:
+            self._local.reading = False
 
     def _answers(self) -> bool:
         try:
@@ -252,30 +274,36 @@ class MilvusStore(VectorStore):
 
         return {"consistency_level": "Customized", "guarantee_timestamp": mkts_from_unixtime(self._written[name])}
 
+    def _write(self, *, space: str, version: str, dimension: int, products: bool, rows: Rows) -> None:
+        def write() -> None:
+            name = self._ready(space, version)
+            if name is None:  # the store was switched under a running version: start its collection now
+                self.ensure_version(space=space, version=version, dimension=dimension, products=products)
+                name = collection_name(space, version)
+            self._upsert(name, rows)
+
+        self._writing(write)
+
     def upsert_images(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
         if not items:
             return
         images_write(space=space, version=version, items=items)
-        name = self._ready(space, version)
-        if name is None:  # the store was switched under a running version: start its collection now
-            self.ensure_version(space=space, version=version, dimension=len(items[0][1]))
-            name = collection_name(space, version)
-        self._upsert(name, image_rows(space=space, version=version, image_ids=[pk for pk, _ in items]))
+        self._write(space=space, version=version, dimension=len(items[0][1]), products=False,
+                    rows=image_rows(space=space, version=version, image_ids=[pk for pk, _ in items]))  # fmt: skip
 
     def upsert_products(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray, str]]) -> None:
         if not items:
             return
         products_write(space=space, version=version, items=items)
-        name = self._ready(space, version)
-        if name is None:
-            self.ensure_version(space=space, version=version, dimension=len(items[0][1]), products=True)
-            name = collection_name(space, version)
-        self._upsert(name, product_rows(space=space, version=version, product_ids=[pk for pk, _, _ in items]))
+        rows = product_rows(space=space, version=version, product_ids=[pk for pk, _, _ in items])
+        self._write(space=space, version=version, dimension=len(items[0][1]), products=True, rows=rows)
 
     def products_sync(self, *, product_ids: Sequence[int]) -> None:
         ids = sorted({int(pk) for pk in product_ids})
-        if not ids:
-            return
+        if ids:
+            self._writing(lambda: self._sync(ids))
+
+    def _sync(self, ids: list[int]) -> None:
         versions = SpaceVersion.objects.exclude(state=SpaceVersion.State.RETIRED).values_list("space", "version")
         for space, version in versions:
             name = collection_name(space, version)

@@ -59,29 +59,34 @@ STORES = {
 
 
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMilvus]:
-    """The embedded Milvus standalone server, started once for the whole test session in a home of its own."""
-    server = embedded_milvus.milvus(tmp_path_factory.mktemp("milvus-home"))
+def milvus_server() -> Iterator[EmbeddedMilvus]:
+    """The embedded Milvus standalone server of the tests' VITRINE_HOME, started once for the whole session (the
+    worker processes of the pipeline tests share it, as the demo's do); stopped by the last process out."""
+    from django.conf import settings
+
+    server = embedded_milvus.milvus(Path(settings.VITRINE_HOME))
     server.ensure_running()
     yield server
     server.release()
-    assert not server.is_running()
 
 
 @pytest.fixture
-def milvus_prefix(settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def milvus_prefix(settings, milvus_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """Collections of their own for one test on the shared server (a unique prefix), dropped afterwards."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     settings.VITRINE_MILVUS_PREFIX = prefix
     yield prefix
-    store = get_store()
-    if getattr(store, "is_lite", True) is False:
-        try:
-            for name in store.client.list_collections():  # type: ignore[attr-defined]
-                if name.startswith(prefix + "_"):
-                    store.client.drop_collection(name)  # type: ignore[attr-defined]
-        except Exception:  # a test that stopped the server leaves nothing to drop
-            pass
+    if not milvus_server.is_running():
+        return  # a test that stopped the server leaves nothing to drop
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_server.uri, timeout=30)
+    try:
+        for name in client.list_collections():
+            if name.startswith(prefix + "_"):
+                client.drop_collection(name)
+    finally:
+        client.close()
 
 
 @pytest.fixture(params=list(STORES))

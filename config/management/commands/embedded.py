@@ -24,7 +24,7 @@ class Command(BaseCommand):
             services.append(embedded.postgres(home))
         if settings.VITRINE_EMBEDDED_REDIS:
             services.append(embedded.redis(home))
-        if settings.VITRINE_EMBEDDED_MILVUS:
+        if embedded_milvus.in_use():
             services.append(embedded_milvus.milvus(home))
         if not services:
             self.stdout.write("DATABASE_URL and CELERY_BROKER_URL are set: no embedded servers in use.")

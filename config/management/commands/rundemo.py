@@ -147,7 +147,7 @@ class Command(BaseCommand):
                    "starting PostgreSQL and Redis")  # fmt: skip
         if settings.VITRINE_EMBEDDED_REDIS:
             embedded.redis(settings.VITRINE_HOME).ensure_running()
-        if settings.VITRINE_EMBEDDED_MILVUS:
+        if embedded_milvus.in_use():
             self._step("Starting the embedded Milvus server (about 10 s) …", "starting Milvus")
             embedded_milvus.milvus(settings.VITRINE_HOME).ensure_running()  # web and worker then share it
         connection.ensure_connection()  # starts the embedded PostgreSQL if it is ours
@@ -310,7 +310,7 @@ class Command(BaseCommand):
             services.append(embedded.postgres(settings.VITRINE_HOME))
         if settings.VITRINE_EMBEDDED_REDIS:
             services.append(embedded.redis(settings.VITRINE_HOME))
-        if settings.VITRINE_EMBEDDED_MILVUS:
+        if embedded_milvus.in_use():
             services.append(embedded_milvus.milvus(settings.VITRINE_HOME))
         for service in services:
             service.release()
