@@ -346,7 +346,12 @@ VITRINE_INFERENCE_THREADS = env_int("VITRINE_INFERENCE_THREADS", 0)
 VITRINE_INFERENCE_STREAMS = env_int("VITRINE_INFERENCE_STREAMS", 0)
 # Threads that decode and resize images while the model runs (PIL releases the GIL in both).
 VITRINE_DECODE_THREADS = env_int("VITRINE_DECODE_THREADS", 2)
+# A dotted class path, or a short name: "pgvector" or "milvus".
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))
+VITRINE_VECTOR_STORE = {
+    "pgvector": "search.vectorstores.pgvector.PgVectorStore",
+    "milvus": "search.vectorstores.milvus.MilvusStore",
+}.get(VITRINE_VECTOR_STORE, VITRINE_VECTOR_STORE)
 # Milvus store (VITRINE_VECTOR_STORE=search.vectorstores.milvus.MilvusStore): unset, the embedded Milvus server
 # of VITRINE_HOME (config.embedded_milvus, shared by every process); a server or cluster URI such as
 # http://milvus:19530 in production; a path (…/vitrine.db) for a milvus-lite file, one process at a time.

@@ -34,6 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from config import embedded_milvus
 from search.lab.benchmarks.stores_data import EF_SWEEP, STORES, TABLE, K, Point, StoreResult, make_dataset
 from search.lab.benchmarks.stores_milvus import bench_milvus
 from search.lab.benchmarks.stores_pgvector import Graph, bench_pg_exact, bench_pg_hnsw, pg_load
@@ -81,6 +82,11 @@ def run(*, stores: Sequence[str], n: int, dimension: int, queries: int, selectiv
             result.load_s = load_s
         elif store in ("pgvector", "halfvec"):
             result = bench_pg_hnsw("vector" if store == "pgvector" else "halfvec", data, load_s, ef_sweep, graph)
+        elif store == "milvus-server":
+            server = embedded_milvus.milvus(Path(settings.VITRINE_HOME))
+            server.ensure_running()
+            folder = Path(settings.VITRINE_HOME) / "benchmarks" / "milvus-server"
+            result = bench_milvus(data, ef_sweep, folder, reuse=reuse_milvus, server=server)
         else:
             folder = Path(settings.VITRINE_HOME) / "benchmarks" / "milvus-stores"
             result = bench_milvus(data, ef_sweep, folder, reuse=reuse_milvus)

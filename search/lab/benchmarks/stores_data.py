@@ -11,7 +11,7 @@ import numpy as np
 
 from search.lab.benchmarks.synthetic import cluster_centers, clustered_vectors
 
-STORES = ("exact", "pgvector", "halfvec", "milvus")
+STORES = ("exact", "pgvector", "halfvec", "milvus", "milvus-server")
 TABLE = "bench_store_vectors"
 EF_SWEEP = (10, 20, 40, 80, 160, 320, 640)
 K = 10

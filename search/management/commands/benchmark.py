@@ -82,7 +82,8 @@ class Command(BaseCommand):
         runtime_args.add_argument("--json-out", type=Path, help="Write the --runtimes figures here as JSON.")
         store_args = parser.add_argument_group("vector stores (search.lab.benchmarks.stores)")
         store_args.add_argument("--stores", help="Compare vector stores on synthetic vectors: a comma list of "
-                            "exact,pgvector,halfvec,milvus (uses --dim and --queries, default 200).")  # fmt: skip
+                            "exact,pgvector,halfvec,milvus (milvus-lite),milvus-server (the embedded Milvus "
+                                 "server; uses --dim and --queries, default 200).")  # fmt: skip
         store_args.add_argument("--n", type=int, default=100_000, help="How many vectors for --stores.")
         store_args.add_argument("--filter-selectivity", type=float, default=0.1,
                                 help="Share of vectors the filter keeps.")  # fmt: skip
