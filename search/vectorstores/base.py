@@ -92,6 +92,8 @@ class VectorStore:
     there, with the product fields that filters need, and says so with ``mirrors_catalog``."""
 
     mirrors_catalog: bool = False
+    # Which store a measured search breadth (``manage.py tune_search``) belongs to: search.vectorstores.tuning.
+    tuning_key: str = "pgvector"
 
     def ensure_version(self, *, space: str, version: str, dimension: int, products: bool = False) -> None:
         """Prepare storage and an index for a (space, model version) before vectors arrive.

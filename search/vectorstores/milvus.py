@@ -38,6 +38,7 @@ from search.vectorstores.base import CandidatePool, Filters, ImageHit, StoreUnav
 from search.vectorstores.candidates import candidate_pool
 from search.vectorstores.milvus_rows import MAX_COLOURS, Rows, filter_expression, image_rows, product_rows
 from search.vectorstores.pgvector import PgVectorStore, images_write, products_write
+from search.vectorstores.tuning import tuned_ef
 
 logger = logging.getLogger(__name__)
 NOT_LOADED = 101  # Milvus's error code for a collection not loaded (yet: a restarted server loads them again)
@@ -65,6 +66,7 @@ def collection_name(space: str, version: str) -> str:
 
 class MilvusStore(VectorStore):
     mirrors_catalog = True
+    tuning_key = "milvus"
 
     def __init__(self, uri: str | None = None) -> None:
         self.pymilvus = _pymilvus()
@@ -351,8 +353,10 @@ class MilvusStore(VectorStore):
         PgVectorStore().drop_version(space=space, version=version)
 
     # -- reads -------------------------------------------------------------------------------------
-    def _search(self, name: str, vector: np.ndarray, k: int, expression: str) -> list[dict[str, Any]]:
-        ef = max(self.ef(name), int(k))  # HNSW wants ef >= k
+    def _search(
+        self, name: str, vector: np.ndarray, k: int, expression: str, ref: tuple[str, str]
+    ) -> list[dict[str, Any]]:
+        ef = max(tuned_ef("milvus", *ref) or int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
         data = [np.asarray(vector, dtype=np.float32).tolist()]
 
         def search() -> list[dict[str, Any]]:
@@ -373,10 +377,6 @@ class MilvusStore(VectorStore):
         seen: set[int] = set()  # a row written twice at once by two writers (see _upsert) is one hit
         return [hit for hit in found if not (int(hit["id"]) in seen or seen.add(int(hit["id"])))]  # type: ignore[func-returns-value]
 
-    def ef(self, name: str) -> int:
-        """The HNSW search breadth: ``VITRINE_MILVUS_EF``."""
-        return int(settings.VITRINE_MILVUS_EF)
-
     def nearest_images(
         self, *, space: str, version: str, dimension: int, vector: np.ndarray | None = None, k: int,
         exclude_product_id: int | None = None, published_only: bool = True, filters: Filters | None = None,
@@ -390,7 +390,7 @@ class MilvusStore(VectorStore):
             return []
         expression = filter_expression(filters=filters, published_only=published_only,
                                        exclude_product_id=exclude_product_id)  # fmt: skip
-        found = self._search(name, vector, k, expression)
+        found = self._search(name, vector, k, expression, (space, version))
         hits = [ImageHit(image_id=int(h["id"]), product_id=int(h["entity"]["product_id"]),
                          distance=1.0 - float(h["distance"])) for h in found]  # fmt: skip
         return sorted(hits, key=lambda h: (h.distance, h.image_id))
@@ -401,7 +401,7 @@ class MilvusStore(VectorStore):
         name = self._ready_to_read(space, version)
         if name is None:
             return []
-        hits = self._search(name, vector, k, filter_expression(filters=filters))
+        hits = self._search(name, vector, k, filter_expression(filters=filters), (space, version))
         return sorted(((int(h["id"]), 1.0 - float(h["distance"])) for h in hits), key=lambda h: (h[1], h[0]))
 
     def similar_candidates(
@@ -416,7 +416,7 @@ class MilvusStore(VectorStore):
                                                              version=image.version)  # fmt: skip
         name = self._ready_to_read(image.space, image.version) if image_vector is not None else None
         if name is not None and image_vector is not None:
-            found = self._search(name, image_vector, pool, expression)
+            found = self._search(name, image_vector, pool, expression, (image.space, image.version))
             image_rows = len(found)
             ids += [int(h["entity"]["product_id"]) for h in found]
         if text is not None:
@@ -425,7 +425,9 @@ class MilvusStore(VectorStore):
             own = rows.values_list("vector", flat=True).first()
             name = self._ready_to_read(text.space, text.version) if own is not None else None
             if name is not None and own is not None:
-                found = self._search(name, np.asarray(own, dtype=np.float32), pool, expression)
+                found = self._search(
+                    name, np.asarray(own, dtype=np.float32), pool, expression, (text.space, text.version)
+                )
                 text_rows = len(found)
                 ids += [int(h["id"]) for h in found]
         return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,

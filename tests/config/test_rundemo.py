@@ -99,9 +99,13 @@ def demo_dir(tmp_path: Path) -> Iterator[Path]:
                 process.kill()
         except psutil.Error:
             continue
-    subprocess.run([sys.executable, "manage.py", "embedded", "stop", "--force"], cwd=ROOT,
-                   env=_env(tmp_path / "home", VITRINE_VECTOR_STORE="milvus"), capture_output=True,
-                   timeout=120)  # fmt: skip  (Milvus too, for the Milvus mode's test)
+    subprocess.run(
+        [sys.executable, "manage.py", "embedded", "stop", "--force"],
+        cwd=ROOT,
+        env=_env(tmp_path / "home", VITRINE_VECTOR_STORE="milvus"),
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip  (Milvus too, for the Milvus mode's test)
 
 
 def assert_nothing_left(home: Path, leftovers: Iterator[psutil.Process] | list[psutil.Process] = (),
@@ -222,7 +226,13 @@ def test_rundemo_on_milvus_shares_one_embedded_server_and_stops_it(tmp_path, dem
     from pymilvus import MilvusClient
 
     home = tmp_path / "home"
-    demo = Demo(home, demo_dir, VITRINE_ENABLED_SPACES="pixels", VITRINE_VECTOR_STORE="milvus")
+    demo = Demo(
+        home,
+        demo_dir,
+        VITRINE_ENABLED_SPACES="pixels",
+        VITRINE_VECTOR_STORE="milvus",
+        VITRINE_FALLBACK_IMAGE_SPACE="pixels",
+    )  # "Looks similar" by the one space enabled
     started: list[psutil.Process] = []
     try:
         demo.wait_for("Starting the embedded Milvus server")
