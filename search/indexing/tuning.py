@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from django.utils import timezone
@@ -46,6 +47,8 @@ def _as_array(value: object) -> np.ndarray:
 
 def _rows(row: SpaceVersion, products: bool) -> Iterator[tuple[int, int, bool, np.ndarray]]:
     """(id, product id, published, vector) of every stored vector of the version."""
+    rows: Any
+    values: Any
     if products:
         rows = ProductEmbedding.objects.filter(space=row.space, model_version=row.version, status=EmbeddingStatus.OK,
                                                vector__isnull=False).order_by("product_id")  # fmt: skip
@@ -161,6 +164,7 @@ def _sample(row: SpaceVersion, products: bool, n: int, seed: int) -> Iterator[tu
 
 
 def _rows_for(row: SpaceVersion, products: bool, ids: list[int]) -> Iterator[tuple[int, int, bool, np.ndarray]]:
+    values: Any
     if products:
         values = ProductEmbedding.objects.filter(space=row.space, model_version=row.version, product_id__in=ids
                                                  ).values_list("product_id", "product_id", "product__is_active",
