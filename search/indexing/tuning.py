@@ -175,3 +175,16 @@ def _rows_for(row: SpaceVersion, products: bool, ids: list[int]) -> Iterator[tup
                                                              "image__product__is_active", "vector")  # fmt: skip
     for pk, product_id, published, vector in values:
         yield int(pk), int(product_id), bool(published), _as_array(vector)
+
+
+def retune_grown(*, growth: float = 1.5, log: Callable[[str], None] = logger.info) -> list[Tuning]:
+    """Tune again every active version whose size has grown by half (``growth``) since it was tuned, to the same
+    target (the periodic sweep calls this; a version never tuned keeps the defaults until staff tune it)."""
+    done = []
+    for row in SpaceVersion.objects.filter(state=SpaceVersion.State.ACTIVE, tuned_size__isnull=False):
+        products = ProductEmbedding.objects.filter(space=row.space, model_version=row.version).exists()
+        size = _size(row, products)
+        if size >= growth * max(1, row.tuned_size or 0):
+            log(f"{row.space} {row.version} grew from {row.tuned_size} to {size} vectors since it was tuned: tuning")
+            done.append(tune_version(row, target=row.tuned_target or 0.95, log=log))
+    return done

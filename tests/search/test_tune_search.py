@@ -10,9 +10,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from search.indexing.tuning import LADDER
-from search.models import ImageEmbedding, SpaceVersion
+from search.models import ImageEmbedding, SpaceState, SpaceVersion
 from search.querying import similar
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -37,7 +38,7 @@ def _fresh_recall(store, row: SpaceVersion, seed: int, n: int = 60) -> float:  #
 
 
 @pytest.mark.parametrize("vector_store", ["pgvector", "milvus-server"], indirect=True)
-def test_tune_search_records_the_smallest_breadth_that_reaches_the_target_on_fresh_queries(vector_store):
+def test_tune_search_records_the_smallest_breadth_that_reaches_the_target_on_fresh_queries(vector_store, admin_client):
     from search.lab.benchmarks.synthetic import seed_synthetic
 
     # Hard data for a graph: many small clusters in 64 dimensions.
@@ -54,6 +55,14 @@ def test_tune_search_records_the_smallest_breadth_that_reaches_the_target_on_fre
     assert all(recall < TARGET for _, recall in ladder[:-1])  # nothing smaller reached it
     assert f"ef {row.tuned_ef}, held-out recall@10 {row.tuned_recall:.3f}" in out.getvalue()
     assert row.tuned_recall >= TARGET - 0.02
+    # The admin's space page shows it; a recall below the target says what to do.
+    page_url = reverse("admin:search_spacestate_change", args=[SpaceState.objects.get(key="clip").pk])
+    page = admin_client.get(page_url).content.decode()
+    assert f"ef {row.tuned_ef} on {row.tuned_store}: recall@10 {row.tuned_recall:.3f} on held-out" in page
+    assert "below the target" not in page
+    SpaceVersion.objects.filter(pk=row.pk).update(tuned_recall=0.5)
+    assert "below the target 0.95: no breadth reaches it" in admin_client.get(page_url).content.decode()
+    SpaceVersion.objects.filter(pk=row.pk).update(tuned_recall=row.tuned_recall)
     # Queries use it from now on, and it holds on queries drawn anew.
     assert _fresh_recall(vector_store, row, seed=99) >= TARGET - 0.02
     if vector_store.tuning_key == "pgvector":
@@ -71,3 +80,22 @@ def test_tune_search_refuses_a_target_that_is_no_recall_and_a_space_without_vect
         call_command("tune_search", "--target", "1.5")
     with pytest.raises(CommandError, match="no active version"):
         call_command("tune_search", "--space", "clip")
+
+
+def test_the_sweep_tunes_again_a_version_that_grew_by_half(use_spaces):
+    from search.indexing.sweep import sweep
+    from search.lab.benchmarks.synthetic import seed_synthetic
+
+    use_spaces("clip")
+    seed_synthetic(count=600, dimension=16, space="clip", clusters=30, categories=2)
+    call_command("tune_search", "--space", "clip", "--queries", "40", stdout=StringIO(), stderr=StringIO())
+    row = SpaceVersion.objects.get(space="clip", state="active")
+    assert row.tuned_size == 600
+    SpaceVersion.objects.filter(pk=row.pk).update(tuned_size=401, tuned_at=None)  # 600 < 1.5 × 401: not yet
+    sweep(spaces=["clip"])
+    row.refresh_from_db()
+    assert row.tuned_at is None and row.tuned_size == 401
+    SpaceVersion.objects.filter(pk=row.pk).update(tuned_size=400)  # 600 = 1.5 × 400: grown by half
+    sweep(spaces=["clip"])
+    row.refresh_from_db()
+    assert row.tuned_at is not None and row.tuned_size == 600 and row.tuned_ef in LADDER
