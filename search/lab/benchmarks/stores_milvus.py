@@ -15,7 +15,7 @@ import numpy as np
 from django.conf import settings
 
 from config.embedded_milvus import EmbeddedMilvus
-from search.lab.benchmarks.stores_data import Dataset, K, StoreResult, measure
+from search.lab.benchmarks.stores_data import Dataset, K, StoreResult, measure, measure_concurrent
 
 # --- Milvus ---------------------------------------------------------------------------------------------
 
@@ -52,7 +52,8 @@ def _reusable(client: Any, name: str, n: int) -> bool:
 
 
 def bench_milvus(data: Dataset, ef_sweep: Sequence[int], folder: Path, reuse: bool = False,
-                 server: EmbeddedMilvus | None = None) -> StoreResult:  # fmt: skip
+                 server: EmbeddedMilvus | None = None, clients: Sequence[int] = (),
+                 target: float = 0.95) -> StoreResult:  # fmt: skip
     """``reuse``: keep a collection an interrupted run loaded and indexed (same seed, same N) and measure
     its searches; its load and build times are then those recorded in ``folder/timings.json``.
     ``server``: the embedded Milvus server (running) instead of a milvus-lite file."""
@@ -75,7 +76,8 @@ def bench_milvus(data: Dataset, ef_sweep: Sequence[int], folder: Path, reuse: bo
             result.load_s = float(recorded.get("load_s", 0.0))
             result.index_build_s = float(recorded.get("index_build_s", 0.0))
             result.notes.append(f"reused an earlier run's collection; load/build times as recorded then: {recorded}")
-            return _milvus_sweep(client, name, data, ef_sweep, result, (rss_before, disk_before), uri, server)
+            return _milvus_sweep(client, name, data, ef_sweep, result, (rss_before, disk_before), uri, server, clients,
+                         target)  # fmt: skip
         client.close()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -109,11 +111,13 @@ def bench_milvus(data: Dataset, ef_sweep: Sequence[int], folder: Path, reuse: bo
     client.load_collection(name)
     result.index_build_s = time.perf_counter() - started
     timings.write_text(json.dumps({"load_s": result.load_s, "index_build_s": result.index_build_s, "n": data.n}))
-    return _milvus_sweep(client, name, data, ef_sweep, result, (rss_before, disk_before), uri, server)
+    return _milvus_sweep(client, name, data, ef_sweep, result, (rss_before, disk_before), uri, server, clients,
+                         target)  # fmt: skip
 
 
 def _milvus_sweep(client: Any, name: str, data: Dataset, ef_sweep: Sequence[int], result: StoreResult,
-                  before: tuple[int, int], uri: str, server: EmbeddedMilvus | None = None) -> StoreResult:  # fmt: skip
+                  before: tuple[int, int], uri: str, server: EmbeddedMilvus | None = None,
+                  clients: Sequence[int] = (), target: float = 0.95) -> StoreResult:  # fmt: skip
     index = dict(settings.VITRINE_MILVUS_INDEX)
     result.memory_bytes_per_vector = max(0, _rss_bytes(server) - before[0]) / data.n
     result.disk_bytes_per_vector = max(0, _disk_bytes(uri, server) - before[1]) / data.n
@@ -138,6 +142,12 @@ def _milvus_sweep(client: Any, name: str, data: Dataset, ef_sweep: Sequence[int]
         for ef in ef_sweep:
             result.sweep.append(measure(searcher(False, ef), data.queries, data.truth, ef))
             result.sweep_filtered.append(measure(searcher(True, ef), data.queries, data.truth_filtered, ef))
+        point = result.operating_point(target) or (result.sweep[-1] if result.sweep else None)
+        if point is not None and point.ef is not None and clients:
+            result.concurrent_ef = ef = point.ef
+            for count in clients:  # one client object: pymilvus's gRPC channel serves the threads
+                result.concurrent_qps[count] = measure_concurrent(lambda: searcher(False, ef), data.queries,
+                                                                  count)  # fmt: skip
     finally:
         client.close()
     return result

@@ -94,6 +94,8 @@ class Command(BaseCommand):
         store_args.add_argument("--hnsw-m", type=int, default=stores.HNSW_M,
                             help="pgvector HNSW m for --stores (the shop's default unless given).")  # fmt: skip
         store_args.add_argument("--hnsw-ef-construction", type=int, default=stores.HNSW_EF_CONSTRUCTION)
+        store_args.add_argument("--clients", default="",
+                                help="Also QPS at the operating point with N concurrent clients: 1,2,8")  # fmt: skip
         store_args.add_argument("--reuse-milvus", action="store_true",
                             help="Resume: reuse the milvus-lite collection of an earlier run.")  # fmt: skip
 
@@ -208,6 +210,7 @@ class Command(BaseCommand):
                 ef_sweep=[int(x) for x in str(options["ef"]).split(",")], exact_queries=options["exact_queries"],
                 json_path=json_path, log=lambda line: self.stderr.write(line), reuse_milvus=options["reuse_milvus"],
                 graph=stores.Graph(m=options["hnsw_m"], ef_construction=options["hnsw_ef_construction"]),
+                clients=[int(x) for x in str(options["clients"] or "").split(",") if x.strip()],
             )  # fmt: skip
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
