@@ -20,7 +20,6 @@ Postgres first and then raise, so the task retries and nothing is lost.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -31,37 +30,25 @@ from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
 from search.vectorstores.base import CandidatePool, Filters, ImageHit, StoreUnavailable, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
-from search.vectorstores.milvus_rows import MAX_COLOURS, Rows, filter_expression, image_rows, product_rows
+from search.vectorstores.milvus_rows import (
+    MAX_COLOURS,
+    Rows,
+    _pymilvus,
+    collection_name,
+    filter_expression,
+    image_rows,
+    product_rows,
+)
 from search.vectorstores.pgvector import PgVectorStore, images_write, products_write
 from search.vectorstores.tuning import tuned_ef
 
 logger = logging.getLogger(__name__)
 NOT_LOADED = 101  # Milvus's error code for a collection not loaded (yet: a restarted server loads them again)
 _T = TypeVar("_T")
-
-
-def _pymilvus() -> Any:
-    try:
-        import pymilvus
-    except ImportError as exc:
-        raise ImproperlyConfigured(
-            "VITRINE_VECTOR_STORE names the Milvus store, but pymilvus is not installed "
-            f"({exc}); install pymilvus (and milvus-lite for a local file) or use "
-            "search.vectorstores.pgvector.PgVectorStore"
-        ) from exc
-    return pymilvus
-
-
-def collection_name(space: str, version: str) -> str:
-    """Milvus names allow letters, digits and underscores; the version goes in as a hash."""
-    prefix = re.sub(r"\W", "_", str(settings.VITRINE_MILVUS_PREFIX))
-    key = re.sub(r"\W", "_", space)[:32]
-    return f"{prefix}_{key}_{hashlib.sha256(version.encode()).hexdigest()[:12]}"
 
 
 class MilvusStore(VectorStore):
@@ -124,10 +111,10 @@ class MilvusStore(VectorStore):
             self.close(quiet=True)
             raise
 
-    def _reading(self, what: str, call: Callable[[], _T]) -> _T:
-        """A read: a collection still loading (a restarted server) is loaded and asked again; a server that cannot
-        answer is :class:`StoreUnavailable` (a 503), and the next call connects afresh (the embedded server is then
-        restarted if it died)."""
+    def _reading(self, what: str, call: Callable[[], _T], name: str | None = None) -> _T:
+        """A read: a collection still loading (a restarted server) is loaded and asked again, and is
+        :class:`StoreUnavailable` while it loads; so is a server that cannot answer (a 503), and the next call
+        connects afresh (the embedded server is then started again in the background if it died)."""
         self._local.reading = True
         try:
             try:
@@ -137,7 +124,12 @@ class MilvusStore(VectorStore):
                     raise
                 logger.info("Milvus: %s waits for its collection to load (%s)", what, exc)
                 self._loaded.clear()
-                return call()
+                try:
+                    if name is not None:
+                        self.client.load_collection(name, timeout=float(settings.VITRINE_MILVUS_TIMEOUT_S))
+                    return call()
+                except Exception as again:
+                    raise StoreUnavailable("the Milvus collection is still loading") from again
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -366,7 +358,7 @@ class MilvusStore(VectorStore):
             return list(results[0]) if results else []
 
         try:
-            found = self._reading("search", search)
+            found = self._reading("search", search, name)
         except self.pymilvus.MilvusException:
             if self.client.has_collection(name):
                 raise

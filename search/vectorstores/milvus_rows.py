@@ -1,14 +1,18 @@
-"""Rows and filter expressions of the Milvus store: what goes into a collection, read from Postgres in chunks, and
-the shopper filters as a Milvus boolean expression."""
+"""Rows, names and filter expressions of the Milvus store: what goes into a collection, read from Postgres in chunks,
+what the collection is called, and the shopper filters as a Milvus boolean expression."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from search.models import EmbeddingStatus, ImageColour, ImageEmbedding, ProductEmbedding
 from search.vectorstores.base import Filters
@@ -17,6 +21,25 @@ INSERT_BATCH = 2000  # rows per insert: well under Milvus's 64 MB gRPC message l
 # A product without a price: NaN, since the Milvus server (2.3) has no nullable fields. Any comparison with NaN is
 # false, so such a product fails every price bound, as NULL does in SQL.
 NO_PRICE = math.nan
+
+
+def _pymilvus() -> Any:
+    try:
+        import pymilvus
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            "VITRINE_VECTOR_STORE names the Milvus store, but pymilvus is not installed "
+            f"({exc}); install pymilvus (and milvus-lite for a local file) or use "
+            "search.vectorstores.pgvector.PgVectorStore"
+        ) from exc
+    return pymilvus
+
+
+def collection_name(space: str, version: str) -> str:
+    """Milvus names allow letters, digits and underscores; the version goes in as a hash."""
+    prefix = re.sub(r"\W", "_", str(settings.VITRINE_MILVUS_PREFIX))
+    key = re.sub(r"\W", "_", space)[:32]
+    return f"{prefix}_{key}_{hashlib.sha256(version.encode()).hexdigest()[:12]}"
 
 
 def _string(value: str) -> str:
