@@ -65,6 +65,7 @@ class MilvusStore(VectorStore):
         self._kinds: dict[str, str] = {}
         self._written: dict[str, float] = {}
         self._local = threading.local()
+        self._connected = False  # this process has reached the embedded server once
 
     # -- connection and collections -------------------------------------------------------------
     @property
@@ -90,16 +91,18 @@ class MilvusStore(VectorStore):
             return self._client
 
     def _embedded_uri(self) -> str:
-        """The embedded server's URI. A write (a worker, a command) starts it, or restarts it after a crash, and holds
-        it until this process exits; a read never waits for a start: it starts one in the background and answers
-        :class:`StoreUnavailable` (a 503) meanwhile."""
+        """The embedded server's URI. The first connection of a process starts the server if needed and waits for
+        it; so does every write (a worker's retry restarts a server that died), and the process holds the server
+        until it exits. A read after the server died never waits for the restart: it starts one in the background
+        and answers :class:`StoreUnavailable` (a 503) meanwhile."""
         from config import embedded_milvus
 
         server = embedded_milvus.milvus(Path(settings.VITRINE_HOME))
-        if getattr(self._local, "reading", False) and not server.is_running():
+        if self._connected and getattr(self._local, "reading", False) and not server.is_running():
             threading.Thread(target=server.ensure_running, name="milvus-start", daemon=True).start()
             raise StoreUnavailable("the embedded Milvus server is starting")
         server.ensure_running()
+        self._connected = True
         return server.uri
 
     def _writing(self, call: Callable[[], _T]) -> _T:

@@ -191,3 +191,14 @@ def test_milvus_killed_mid_reindex_loses_nothing_answers_503_and_catches_up(embe
     assert _milvus_count(store) == 40
     hits = store.nearest_images(space=SPACE, version=VERSION, dimension=DIM, vector=vectors[3], k=1)
     assert [h.image_id for h in hits] == [images[3].pk]
+
+
+@pytest.mark.django_db
+def test_a_process_first_read_starts_the_server_and_waits_for_it(embedded_mode, milvus_server):
+    """A command that only reads (tune_search, evaluate) in a process that never reached the server starts it and
+    waits: only a process that was connected (a web worker) answers 503 while the server comes back."""
+    assert milvus_server.stop(force=True)
+    fresh = MilvusStore()
+    assert fresh.nearest_images(space="cnn", version="never-made", dimension=4, vector=np.ones(4), k=3) == []
+    assert milvus_server.is_running() and os.getpid() in milvus_server.users()
+    fresh.close()
