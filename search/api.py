@@ -28,7 +28,7 @@ from search import embedders
 from search.colours import COLOURS
 from search.forms import MAX_QUERY_LENGTH
 from search.querying import photo, similar, text
-from search.vectorstores import Filters
+from search.vectorstores import Filters, StoreUnavailable
 
 MAX_K = 100
 
@@ -46,6 +46,8 @@ def api_view(view: Callable[..., dict[str, Any]]) -> Callable[..., JsonResponse]
             return JsonResponse(view(request, *args, **kwargs))
         except ApiError as exc:
             return JsonResponse({"error": exc.message}, status=exc.status)
+        except StoreUnavailable:
+            return JsonResponse({"error": "search is unavailable for a moment; try again shortly"}, status=503)
         except embedders.SpaceUnavailable as exc:
             return JsonResponse({"error": f"the model for this search is unavailable: {exc.reason}"}, status=503)
         except similar.NotIndexed as exc:

@@ -82,6 +82,15 @@ class SpaceVersion(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.BUILDING)
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # ``manage.py tune_search``: the smallest HNSW search breadth (pgvector's hnsw.ef_search, Milvus's ef) that
+    # reached the recall target on the version's own vectors, used by every query of it; the recall@10 measured
+    # with it on held-out queries, for which store, at how many vectors, and when. ``tuned_ef`` null: the defaults.
+    tuned_ef = models.PositiveIntegerField(null=True, blank=True)
+    tuned_recall = models.FloatField(null=True, blank=True)
+    tuned_target = models.FloatField(null=True, blank=True)
+    tuned_store = models.CharField(max_length=32, blank=True)
+    tuned_size = models.PositiveIntegerField(null=True, blank=True)
+    tuned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["space", "-created_at"]

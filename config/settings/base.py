@@ -350,10 +350,17 @@ VITRINE_INFERENCE_THREADS = env_int("VITRINE_INFERENCE_THREADS", 0)
 VITRINE_INFERENCE_STREAMS = env_int("VITRINE_INFERENCE_STREAMS", 0)
 # Threads that decode and resize images while the model runs (PIL releases the GIL in both).
 VITRINE_DECODE_THREADS = env_int("VITRINE_DECODE_THREADS", 2)
+# A dotted class path, or a short name: "pgvector" or "milvus".
 VITRINE_VECTOR_STORE = str(env("VITRINE_VECTOR_STORE", "search.vectorstores.pgvector.PgVectorStore"))
-# Milvus store (VITRINE_VECTOR_STORE=search.vectorstores.milvus.MilvusStore): a milvus-lite file by default
-# (one process at a time), a server or cluster URI such as http://milvus:19530 in production.
-VITRINE_MILVUS_URI = str(env("VITRINE_MILVUS_URI", str(VITRINE_HOME / "milvus" / "vitrine.db")))
+VITRINE_VECTOR_STORE = {
+    "pgvector": "search.vectorstores.pgvector.PgVectorStore",
+    "milvus": "search.vectorstores.milvus.MilvusStore",
+}.get(VITRINE_VECTOR_STORE, VITRINE_VECTOR_STORE)
+# Milvus store (VITRINE_VECTOR_STORE=search.vectorstores.milvus.MilvusStore): unset, the embedded Milvus server
+# of VITRINE_HOME (config.embedded_milvus, shared by every process); a server or cluster URI such as
+# http://milvus:19530 in production; a path (…/vitrine.db) for a milvus-lite file, one process at a time.
+VITRINE_MILVUS_URI = str(env("VITRINE_MILVUS_URI", ""))
+VITRINE_MILVUS_TIMEOUT_S = env_int("VITRINE_MILVUS_TIMEOUT_S", 10)  # a call Milvus cannot answer in this: a 503
 VITRINE_MILVUS_TOKEN = env("VITRINE_MILVUS_TOKEN", "")
 VITRINE_MILVUS_PREFIX = str(env("VITRINE_MILVUS_PREFIX", "vitrine"))
 VITRINE_MILVUS_INDEX = {
@@ -365,8 +372,9 @@ VITRINE_MILVUS_INDEX = {
 }
 VITRINE_MILVUS_EF = env_int("VITRINE_MILVUS_EF", 100)  # HNSW search breadth (raised to k when k is larger)
 VITRINE_MILVUS_PARTITIONS = env_int("VITRINE_MILVUS_PARTITIONS", 16)  # partition-key buckets (top-level category)
-# Strong: an image is searchable as soon as its upsert returns. "Bounded" trades that for latency on a cluster.
-VITRINE_MILVUS_CONSISTENCY = str(env("VITRINE_MILVUS_CONSISTENCY", "Strong"))
+# Session: a process reads its own writes at once, other processes' within about a second; "Strong" (every
+# write of every process seen) costs about 200 ms per search on the server.
+VITRINE_MILVUS_CONSISTENCY = str(env("VITRINE_MILVUS_CONSISTENCY", "Session"))
 VITRINE_SWEEP_INTERVAL_S = env_int("VITRINE_SWEEP_INTERVAL_S", 600)
 # Ids per space one sweep queues as tasks; a bigger backlog becomes a missing-only reindex job.
 VITRINE_SWEEP_MAX = env_int("VITRINE_SWEEP_MAX", 10_000)

@@ -1,4 +1,5 @@
-"""The periodic sweep (Celery beat): queue what the upload path missed, resume jobs that stalled."""
+"""The periodic sweep (Celery beat): queue what the upload path missed, resume jobs that stalled, tune the search
+breadth again where a version has grown by half since it was tuned."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from search import embedders
 from search.embedders import SpaceUnavailable
 from search.indexing import enqueue
 from search.indexing.jobs import reindex_job_create, reindex_jobs_resume_stalled
+from search.indexing.tuning import retune_grown
 from search.indexing.versions import current_version, missing_images, space_load
 from search.models import ProductEmbedding, ReindexJob
 
@@ -72,4 +74,5 @@ def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, 
             for start in range(0, len(ids), batch):
                 enqueue.send(enqueue.IMAGES_EMBED_BATCH, ids[start : start + batch], space)
     reindex_jobs_resume_stalled()
+    retune_grown()  # a search breadth measured on half the vectors may no longer reach its recall target
     return queued

@@ -8,9 +8,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from search.vectorstores.base import Filters, ImageHit, VectorStore
+from search.vectorstores.base import Filters, ImageHit, StoreUnavailable, VectorStore
 
-__all__ = ["Filters", "ImageHit", "VectorStore", "get_store"]
+__all__ = ["Filters", "ImageHit", "StoreUnavailable", "VectorStore", "get_store"]
 
 
 @cache

@@ -8,6 +8,15 @@ from decimal import Decimal
 
 import numpy as np
 
+from search.embedders.errors import SpaceUnavailable
+
+
+class StoreUnavailable(SpaceUnavailable):
+    """The vector store cannot answer a search now (its server is down or restarting): a 503, never a 500.
+
+    A kind of :class:`SpaceUnavailable`, so every page and API answer that handles an unusable space handles this
+    too; raised by reads only, never by writes (a task that cannot write retries instead)."""
+
 
 @dataclass(frozen=True)
 class Filters:
@@ -83,6 +92,8 @@ class VectorStore:
     there, with the product fields that filters need, and says so with ``mirrors_catalog``."""
 
     mirrors_catalog: bool = False
+    # Which store a measured search breadth (``manage.py tune_search``) belongs to: search.vectorstores.tuning.
+    tuning_key: str = "pgvector"
 
     def ensure_version(self, *, space: str, version: str, dimension: int, products: bool = False) -> None:
         """Prepare storage and an index for a (space, model version) before vectors arrive.

@@ -16,6 +16,7 @@ from typing import Any
 from search.models import ImageEmbedding, ProductEmbedding
 from search.vectorstores.base import Candidate, CandidatePool, Filters, VersionRef
 from search.vectorstores.sql import filter_sql, run_vector_query, sql_literal, storage_type
+from search.vectorstores.tuning import tuned_ef
 
 IMAGES = ImageEmbedding._meta.db_table
 TEXTS = ProductEmbedding._meta.db_table
@@ -137,7 +138,8 @@ def candidate_pool(*, product_id: int, image: VersionRef, text: VersionRef | Non
     # One row even when nothing is found, so that the counts and the query's own vectors still come back.
     sql = (f"WITH {', '.join(ctes)} SELECT {counts}, EXISTS (SELECT 1 FROM qi), {has_text}, r.* "
            f"FROM (SELECT 1) one LEFT JOIN LATERAL ({_scores(image, text)}) r ON true")  # fmt: skip
-    rows = run_vector_query(sql, params, pool)
+    efs = [tuned_ef("pgvector", ref.space, ref.version) for ref in (image, text) if ref is not None]
+    rows = run_vector_query(sql, params, pool, ef=max((ef for ef in efs if ef), default=None))
     image_rows, text_rows, query_image, query_text = rows[0][:4]
     if not query_image and not query_text:
         raise LookupError(f"product {product_id} has no vector in {image.space} {image.version}"

@@ -8,186 +8,158 @@ a model upgrade may change it; dropping a retired version is then one
 *partition key*, so a category filter searches only the partitions that can
 match (on a cluster, fewer segments to visit).
 
-``settings.VITRINE_MILVUS_URI`` is a milvus-lite file under ``VITRINE_HOME`` by
-default (one process at a time: tests, commands, a single-process demo) or a
-Milvus server/cluster URI (``http://milvus:19530``) in production.
+Where Milvus runs: ``settings.VITRINE_MILVUS_URI`` when set, a Milvus server or cluster
+(``http://milvus:19530``) or a milvus-lite file (a path: one process at a time, for tests and
+one-process commands); unset, the embedded Milvus server of ``VITRINE_HOME``
+(:mod:`config.embedded_milvus`), shared by the web server, the workers and commands.
+
+A search that Milvus cannot answer (the server down or restarting) raises
+:class:`search.vectorstores.base.StoreUnavailable`: a 503, never a 500. Writes go to
+Postgres first and then raise, so the task retries and nothing is lost.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
-from search.models import EmbeddingStatus, ImageColour, ImageEmbedding, ProductEmbedding, SpaceVersion
-from search.vectorstores.base import CandidatePool, Filters, ImageHit, VectorStore, VersionRef
+from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
+from search.vectorstores.base import CandidatePool, Filters, ImageHit, StoreUnavailable, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
+from search.vectorstores.milvus_rows import (
+    MAX_COLOURS,
+    Rows,
+    _pymilvus,
+    collection_name,
+    filter_expression,
+    image_rows,
+    product_rows,
+)
 from search.vectorstores.pgvector import PgVectorStore, images_write, products_write
+from search.vectorstores.tuning import tuned_ef
 
 logger = logging.getLogger(__name__)
-
-INSERT_BATCH = 2000  # rows per insert: well under Milvus's 64 MB gRPC message limit at 4,000 dimensions
-
-
-def _pymilvus() -> Any:
-    try:
-        import pymilvus
-    except ImportError as exc:
-        raise ImproperlyConfigured(
-            "VITRINE_VECTOR_STORE names the Milvus store, but pymilvus is not installed "
-            f"({exc}); install pymilvus (and milvus-lite for a local file) or use "
-            "search.vectorstores.pgvector.PgVectorStore"
-        ) from exc
-    return pymilvus
-
-
-def collection_name(space: str, version: str) -> str:
-    """Milvus names allow letters, digits and underscores; the version goes in as a hash."""
-    prefix = re.sub(r"\W", "_", str(settings.VITRINE_MILVUS_PREFIX))
-    key = re.sub(r"\W", "_", space)[:32]
-    return f"{prefix}_{key}_{hashlib.sha256(version.encode()).hexdigest()[:12]}"
-
-
-def _string(value: str) -> str:
-    """A Milvus expression string literal (milvus-lite has no filter templating to lean on)."""
-    return json.dumps(value)
-
-
-def like_prefix(prefix: str) -> str:
-    """``prefix%`` for ``like``, with ``%``, ``_`` and backslashes in the prefix taken literally."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return _string(escaped + "%")
-
-
-def filter_expression(*, filters: Filters | None, published_only: bool = True,
-                      exclude_product_id: int | None = None) -> str:  # fmt: skip
-    """The shopper filters as a Milvus boolean expression on the scalar fields."""
-    parts: list[str] = []
-    if published_only:
-        parts.append("published == true")
-    if exclude_product_id is not None:
-        parts.append(f"product_id != {int(exclude_product_id)}")
-    if filters is not None:
-        if filters.category_path:
-            path = filters.category_path.strip("/")
-            # The root equality lets Milvus prune partitions (root is the partition key); the path is
-            # stored with a trailing slash so "shoes" matches "shoes/boots" but not "shoestrings".
-            parts.append(f"root == {_string(path.split('/')[0])}")
-            parts.append(f"path like {like_prefix(path + '/')}")
-        if filters.price_min is not None:
-            parts.append(f"price >= {float(filters.price_min)!r}")
-        if filters.price_max is not None:
-            parts.append(f"price <= {float(filters.price_max)!r}")
-        if filters.in_stock:
-            parts.append("stock > 0")
-        if filters.colour:
-            parts.append(f"array_contains(colours, {_string(filters.colour)})")
-    return " and ".join(parts)
-
-
-def _row(pk: int, product_id: int, path: str | None, price: Any, stock: int, published: bool,
-         vector: Any) -> dict[str, Any]:  # fmt: skip
-    path = (path or "").strip("/")
-    return {"id": int(pk), "product_id": int(product_id), "root": path.split("/")[0] if path else "",
-            "path": path + "/" if path else "", "price": None if price is None else float(price),
-            "stock": int(stock or 0), "published": bool(published), "colours": [],
-            "vector": np.asarray(vector, dtype=np.float32)}  # fmt: skip
-
-
-Rows = Iterator[list[dict[str, Any]]]
-MAX_COLOURS = 16
-
-
-def _with_colours(batches: Rows) -> Rows:
-    """Each row gets its product's colours (its field and its pictures'), one query per batch."""
-    for batch in batches:
-        colours = ImageColour.objects.of_products(sorted({row["product_id"] for row in batch}))
-        for row in batch:
-            row["colours"] = colours.get(row["product_id"], [])[:MAX_COLOURS]
-        yield batch
-
-
-def image_rows(*, space: str, version: str, image_ids: Sequence[int] | None = None,
-               product_ids: Sequence[int] | None = None, chunk: int = INSERT_BATCH) -> Rows:  # fmt: skip
-    """Milvus rows for stored image vectors, read from Postgres with the product fields, in chunks."""
-    rows = ImageEmbedding.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK,
-                                         vector__isnull=False)  # fmt: skip
-    if image_ids is not None:
-        rows = rows.filter(image_id__in=list(image_ids))
-    if product_ids is not None:
-        rows = rows.filter(image__product_id__in=list(product_ids))
-    values = rows.order_by("image_id").values_list(
-        "image_id", "image__product_id", "image__product__category__path", "image__product__price",
-        "image__product__stock", "image__product__is_active", "vector",
-    )  # fmt: skip
-    yield from _with_colours(_chunked((_row(*r) for r in values.iterator(chunk_size=chunk)), chunk))
-
-
-def product_rows(*, space: str, version: str, product_ids: Sequence[int] | None = None,
-                 chunk: int = INSERT_BATCH) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
-    """Milvus rows for a text space: one per product, the id being the product's."""
-    rows = ProductEmbedding.objects.filter(space=space, model_version=version, status=EmbeddingStatus.OK,
-                                           vector__isnull=False)  # fmt: skip
-    if product_ids is not None:
-        rows = rows.filter(product_id__in=list(product_ids))
-    values = rows.order_by("product_id").values_list(
-        "product_id", "product_id", "product__category__path", "product__price", "product__stock",
-        "product__is_active", "vector",
-    )  # fmt: skip
-    yield from _with_colours(_chunked((_row(*r) for r in values.iterator(chunk_size=chunk)), chunk))
-
-
-def _chunked(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+NOT_LOADED = 101  # Milvus's error code for a collection not loaded (yet: a restarted server loads them again)
+_T = TypeVar("_T")
 
 
 class MilvusStore(VectorStore):
     mirrors_catalog = True
+    tuning_key = "milvus"
 
     def __init__(self, uri: str | None = None) -> None:
         self.pymilvus = _pymilvus()
-        self.uri = uri or str(settings.VITRINE_MILVUS_URI)
+        self.configured_uri = uri or str(settings.VITRINE_MILVUS_URI or "")
+        self.uri = self.configured_uri
         self._client: Any = None
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
         self._kinds: dict[str, str] = {}
+        self._written: dict[str, float] = {}
+        self._local = threading.local()
+        self._connected = False  # this process has reached the embedded server once
 
     # -- connection and collections -------------------------------------------------------------
     @property
+    def is_embedded(self) -> bool:
+        """No URI given: the embedded Milvus server of VITRINE_HOME."""
+        return not self.configured_uri
+
+    @property
     def is_lite(self) -> bool:
-        return not re.match(r"^[a-z]+://", self.uri)
+        return bool(self.configured_uri) and not re.match(r"^[a-z]+://", self.configured_uri)
 
     @property
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                if self.is_lite:
+                if self.is_embedded:
+                    self.uri = self._embedded_uri()
+                elif self.is_lite:
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
                 token = str(settings.VITRINE_MILVUS_TOKEN or "")
-                self._client = self.pymilvus.MilvusClient(uri=self.uri, token=token)
+                self._client = self.pymilvus.MilvusClient(uri=self.uri, token=token,
+                                                          timeout=float(settings.VITRINE_MILVUS_TIMEOUT_S))  # fmt: skip
             return self._client
 
-    def close(self) -> None:
+    def _embedded_uri(self) -> str:
+        """The embedded server's URI. The first connection of a process starts the server if needed and waits for
+        it; so does every write (a worker's retry restarts a server that died), and the process holds the server
+        until it exits. A read after the server died never waits for the restart: it starts one in the background
+        and answers :class:`StoreUnavailable` (a 503) meanwhile."""
+        from config import embedded_milvus
+
+        server = embedded_milvus.milvus(Path(settings.VITRINE_HOME))
+        if self._connected and getattr(self._local, "reading", False) and not server.is_running():
+            threading.Thread(target=server.ensure_running, name="milvus-start", daemon=True).start()
+            raise StoreUnavailable("the embedded Milvus server is starting")
+        server.ensure_running()
+        self._connected = True
+        return server.uri
+
+    def _writing(self, call: Callable[[], _T]) -> _T:
+        """A write that fails drops the connection, so the task's retry connects afresh (and restarts the embedded
+        server if it died). The vectors are in Postgres already: nothing is lost."""
+        try:
+            return call()
+        except Exception:
+            self.close(quiet=True)
+            raise
+
+    def _reading(self, what: str, call: Callable[[], _T], name: str | None = None) -> _T:
+        """A read: a collection still loading (a restarted server) is loaded and asked again, and is
+        :class:`StoreUnavailable` while it loads; so is a server that cannot answer (a 503), and the next call
+        connects afresh (the embedded server is then started again in the background if it died)."""
+        self._local.reading = True
+        try:
+            try:
+                return call()
+            except self.pymilvus.MilvusException as exc:
+                if getattr(exc, "code", None) != NOT_LOADED and "not loaded" not in str(exc):
+                    raise
+                logger.info("Milvus: %s waits for its collection to load (%s)", what, exc)
+                self._loaded.clear()
+                try:
+                    if name is not None:
+                        self.client.load_collection(name, timeout=float(settings.VITRINE_MILVUS_TIMEOUT_S))
+                    return call()
+                except Exception as again:
+                    raise StoreUnavailable("the Milvus collection is still loading") from again
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if isinstance(exc, self.pymilvus.MilvusException) and self._client is not None and self._answers():
+                raise  # the server is up and refused this request: a bug to see, not an outage
+            logger.warning("Milvus cannot answer (%s): %s", what, exc)
+            self.close(quiet=True)
+            raise StoreUnavailable(f"the Milvus vector store cannot answer: {type(exc).__name__}") from exc
+        finally:
+            self._local.reading = False
+
+    def _answers(self) -> bool:
+        try:
+            self.client.list_collections(timeout=2)
+            return True
+        except Exception:
+            return False
+
+    def close(self, *, quiet: bool = False) -> None:
         """Let go of the connection (a milvus-lite file can be opened by one process at a time)."""
         with self._lock:
             if self._client is not None:
-                self._client.close()
+                try:
+                    self._client.close()
+                except Exception:
+                    if not quiet:
+                        raise
             self._client = None
             self._loaded.clear()
 
@@ -201,8 +173,8 @@ class MilvusStore(VectorStore):
         schema.add_field("product_id", data_type.INT64)
         schema.add_field("root", data_type.VARCHAR, max_length=256, is_partition_key=True)
         schema.add_field("path", data_type.VARCHAR, max_length=1024)
-        # Nullable like the column: a product without a price fails any price bound, as in SQL.
-        schema.add_field("price", data_type.DOUBLE, nullable=True)
+        # NaN for no price (milvus_rows.NO_PRICE): the server has no nullable fields.
+        schema.add_field("price", data_type.DOUBLE)
         schema.add_field("stock", data_type.INT64)
         schema.add_field("published", data_type.BOOL)
         schema.add_field("colours", data_type.ARRAY, element_type=data_type.VARCHAR, max_capacity=MAX_COLOURS,
@@ -228,8 +200,10 @@ class MilvusStore(VectorStore):
             self._loaded.add(name)  # created with an index, Milvus loads it at once
 
     def _kind(self, name: str) -> str:
+        """ "products" or "images", as written in the collection's description when it was made."""
         if name not in self._kinds:
-            self._kinds[name] = str(self.client.describe_collection(name).get("description") or "images")
+            described = self.client.describe_collection(name)
+            self._kinds[name] = "products" if described.get("description") == "products" else "images"
         return self._kinds[name]
 
     def _ready(self, space: str, version: str) -> str | None:
@@ -246,6 +220,9 @@ class MilvusStore(VectorStore):
             self.client.load_collection(name)
             self._loaded.add(name)
         return name
+
+    def _ready_to_read(self, space: str, version: str) -> str | None:
+        return self._reading("open", lambda: self._ready(space, version))
 
     def _outdated(self, name: str, space: str, version: str) -> bool:
         """A collection made before a field was added (colours) is reloaded from Postgres with the new schema;
@@ -267,37 +244,63 @@ class MilvusStore(VectorStore):
         SpaceVersion.objects.filter(space=space, version=version).update(index_name=name)
 
     # -- writes ----------------------------------------------------------------------------------
-    def _upsert(self, name: str, batches: Iterator[list[dict[str, Any]]]) -> int:
-        n = 0
+    def _upsert(self, name: str, batches: Iterator[list[dict[str, Any]]]) -> list[int]:
+        """Delete then insert: the server's (2.3) upsert loses rows whose partition key changes. Two writers of the
+        same row can then leave it twice for a moment; reads keep one hit per id."""
+        kept: list[int] = []
         for batch in batches:
-            self.client.upsert(name, batch)
-            n += len(batch)
-        return n
+            ids = [int(row["id"]) for row in batch]
+            self.client.delete(name, filter=f"id in {ids}")
+            self.client.insert(name, batch)
+            kept += ids
+        self._wrote(name)
+        return kept
+
+    def _wrote(self, name: str) -> None:
+        """Remember when this process last wrote ``name``: its searches then read at least that far (below)."""
+        self._written[name] = time.time()
+
+    def _consistency(self, name: str) -> dict[str, Any]:
+        """Session consistency that holds for deletes too. pymilvus keeps the last write's timestamp per collection,
+        but a delete answered by the server (2.3) with none resets it, and the deleted rows are still found. So a
+        process that wrote asks for the server's state as of its last write, by the clock (the embedded server shares
+        it; a remote one may be skewed by a few ms); one that did not reads what the server has."""
+        if self.is_lite or str(settings.VITRINE_MILVUS_CONSISTENCY) != "Session" or name not in self._written:
+            return {}
+        from pymilvus.client.utils import mkts_from_unixtime
+
+        return {"consistency_level": "Customized", "guarantee_timestamp": mkts_from_unixtime(self._written[name])}
+
+    def _write(self, *, space: str, version: str, dimension: int, products: bool, rows: Rows) -> None:
+        def write() -> None:
+            name = self._ready(space, version)
+            if name is None:  # the store was switched under a running version: start its collection now
+                self.ensure_version(space=space, version=version, dimension=dimension, products=products)
+                name = collection_name(space, version)
+            self._upsert(name, rows)
+
+        self._writing(write)
 
     def upsert_images(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
         if not items:
             return
         images_write(space=space, version=version, items=items)
-        name = self._ready(space, version)
-        if name is None:  # the store was switched under a running version: start its collection now
-            self.ensure_version(space=space, version=version, dimension=len(items[0][1]))
-            name = collection_name(space, version)
-        self._upsert(name, image_rows(space=space, version=version, image_ids=[pk for pk, _ in items]))
+        self._write(space=space, version=version, dimension=len(items[0][1]), products=False,
+                    rows=image_rows(space=space, version=version, image_ids=[pk for pk, _ in items]))  # fmt: skip
 
     def upsert_products(self, *, space: str, version: str, items: Sequence[tuple[int, np.ndarray, str]]) -> None:
         if not items:
             return
         products_write(space=space, version=version, items=items)
-        name = self._ready(space, version)
-        if name is None:
-            self.ensure_version(space=space, version=version, dimension=len(items[0][1]), products=True)
-            name = collection_name(space, version)
-        self._upsert(name, product_rows(space=space, version=version, product_ids=[pk for pk, _, _ in items]))
+        rows = product_rows(space=space, version=version, product_ids=[pk for pk, _, _ in items])
+        self._write(space=space, version=version, dimension=len(items[0][1]), products=True, rows=rows)
 
     def products_sync(self, *, product_ids: Sequence[int]) -> None:
         ids = sorted({int(pk) for pk in product_ids})
-        if not ids:
-            return
+        if ids:
+            self._writing(lambda: self._sync(ids))
+
+    def _sync(self, ids: list[int]) -> None:
         versions = SpaceVersion.objects.exclude(state=SpaceVersion.State.RETIRED).values_list("space", "version")
         for space, version in versions:
             name = collection_name(space, version)
@@ -307,13 +310,15 @@ class MilvusStore(VectorStore):
                 batches = product_rows(space=space, version=version, product_ids=ids)
             else:
                 batches = image_rows(space=space, version=version, product_ids=ids)
-            kept: list[int] = []
-            for batch in batches:
-                self.client.upsert(name, batch)
-                kept += [row["id"] for row in batch]
+            kept = self._upsert(name, batches)
             # Whatever else Milvus holds for these products is gone from Postgres (deleted image or product).
-            stale = f"product_id in {ids}" + (f" and id not in {kept}" if kept else "")
-            self.client.delete(name, filter=stale)
+            # Found first, by a Strong query, then deleted by primary key: the server's delete by expression runs
+            # its own query at a weaker consistency, which can miss rows written a moment ago.
+            expression = f"product_id in {ids}" + (f" and id not in {kept}" if kept else "")
+            stale = self.client.query(name, filter=expression, output_fields=["id"], consistency_level="Strong")
+            if stale:
+                self.client.delete(name, ids=[int(row["id"]) for row in stale])
+            self._wrote(name)
 
     def rebuild(self, *, space: str, version: str, dimension: int, products: bool = False) -> int:
         """Drop and reload the collection from Postgres in batches, then build the index once, over all of it."""
@@ -328,6 +333,7 @@ class MilvusStore(VectorStore):
             self.client.insert(name, batch)
             n += len(batch)
         self.client.flush(name)
+        self._wrote(name)
         self.client.create_index(name, self._index_params())
         self.client.load_collection(name)
         self._loaded.add(name)
@@ -342,13 +348,20 @@ class MilvusStore(VectorStore):
         PgVectorStore().drop_version(space=space, version=version)
 
     # -- reads -------------------------------------------------------------------------------------
-    def _search(self, name: str, vector: np.ndarray, k: int, expression: str) -> list[dict[str, Any]]:
-        ef = max(int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
+    def _search(
+        self, name: str, vector: np.ndarray, k: int, expression: str, ref: tuple[str, str]
+    ) -> list[dict[str, Any]]:
+        ef = max(tuned_ef("milvus", *ref) or int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
+        data = [np.asarray(vector, dtype=np.float32).tolist()]
+
+        def search() -> list[dict[str, Any]]:
+            results = self.client.search(name, data=data, limit=int(k), filter=expression, output_fields=["product_id"],
+                                         search_params={"metric_type": "COSINE", "params": {"ef": ef}},
+                                         **self._consistency(name))  # fmt: skip
+            return list(results[0]) if results else []
+
         try:
-            results = self.client.search(
-                name, data=[np.asarray(vector, dtype=np.float32).tolist()], limit=int(k), filter=expression,
-                output_fields=["product_id"], search_params={"metric_type": "COSINE", "params": {"ef": ef}},
-            )  # fmt: skip
+            found = self._reading("search", search, name)
         except self.pymilvus.MilvusException:
             if self.client.has_collection(name):
                 raise
@@ -356,7 +369,8 @@ class MilvusStore(VectorStore):
             # and search (search.querying.active) then reads the version now active.
             self._loaded.discard(name)
             return []
-        return list(results[0]) if results else []
+        seen: set[int] = set()  # a row written twice at once by two writers (see _upsert) is one hit
+        return [hit for hit in found if not (int(hit["id"]) in seen or seen.add(int(hit["id"])))]  # type: ignore[func-returns-value]
 
     def nearest_images(
         self, *, space: str, version: str, dimension: int, vector: np.ndarray | None = None, k: int,
@@ -366,12 +380,12 @@ class MilvusStore(VectorStore):
         if like_product_id is not None:
             vector = _product_vector(space=space, version=version, product_id=like_product_id)
         assert vector is not None
-        name = self._ready(space, version)
+        name = self._ready_to_read(space, version)
         if name is None:
             return []
         expression = filter_expression(filters=filters, published_only=published_only,
                                        exclude_product_id=exclude_product_id)  # fmt: skip
-        found = self._search(name, vector, k, expression)
+        found = self._search(name, vector, k, expression, (space, version))
         hits = [ImageHit(image_id=int(h["id"]), product_id=int(h["entity"]["product_id"]),
                          distance=1.0 - float(h["distance"])) for h in found]  # fmt: skip
         return sorted(hits, key=lambda h: (h.distance, h.image_id))
@@ -379,10 +393,10 @@ class MilvusStore(VectorStore):
     def nearest_products(
         self, *, space: str, version: str, dimension: int, vector: np.ndarray, k: int, filters: Filters | None = None,
     ) -> list[tuple[int, float]]:  # fmt: skip
-        name = self._ready(space, version)
+        name = self._ready_to_read(space, version)
         if name is None:
             return []
-        hits = self._search(name, vector, k, filter_expression(filters=filters))
+        hits = self._search(name, vector, k, filter_expression(filters=filters), (space, version))
         return sorted(((int(h["id"]), 1.0 - float(h["distance"])) for h in hits), key=lambda h: (h[1], h[0]))
 
     def similar_candidates(
@@ -395,18 +409,20 @@ class MilvusStore(VectorStore):
         image_rows = text_rows = 0
         image_vector = ImageEmbedding.objects.product_vector(product_id=product_id, space=image.space,
                                                              version=image.version)  # fmt: skip
-        name = self._ready(image.space, image.version) if image_vector is not None else None
+        name = self._ready_to_read(image.space, image.version) if image_vector is not None else None
         if name is not None and image_vector is not None:
-            found = self._search(name, image_vector, pool, expression)
+            found = self._search(name, image_vector, pool, expression, (image.space, image.version))
             image_rows = len(found)
             ids += [int(h["entity"]["product_id"]) for h in found]
         if text is not None:
             rows = ProductEmbedding.objects.filter(product_id=product_id, space=text.space,
                                                    model_version=text.version, status=EmbeddingStatus.OK)  # fmt: skip
             own = rows.values_list("vector", flat=True).first()
-            name = self._ready(text.space, text.version) if own is not None else None
+            name = self._ready_to_read(text.space, text.version) if own is not None else None
             if name is not None and own is not None:
-                found = self._search(name, np.asarray(own, dtype=np.float32), pool, expression)
+                found = self._search(
+                    name, np.asarray(own, dtype=np.float32), pool, expression, (text.space, text.version)
+                )
                 text_rows = len(found)
                 ids += [int(h["id"]) for h in found]
         return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,

@@ -24,6 +24,7 @@ from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, Spa
 from search.vectorstores.base import CandidatePool, Filters, ImageHit, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
 from search.vectorstores.sql import filter_sql, run_vector_query, sql_literal, storage_type
+from search.vectorstores.tuning import tuned_ef
 
 logger = logging.getLogger(__name__)
 HNSW_M = 16
@@ -260,7 +261,7 @@ class PgVectorStore(VectorStore):
             f"WHERE {' AND '.join(conditions)} "
             f"ORDER BY {expression} <=> {query_sql} LIMIT %s"
         )
-        rows = run_vector_query(sql, params, k)
+        rows = run_vector_query(sql, params, k, ef=tuned_ef("pgvector", space, version))
         if rows and rows[0][2] is None:  # the product has no vector in this version
             raise LookupError(f"product {like_product_id} has no vector in {space} {version}")
         hits = [ImageHit(image_id=r[0], product_id=r[1], distance=float(r[2])) for r in rows]
@@ -283,7 +284,7 @@ class PgVectorStore(VectorStore):
             f"WHERE {' AND '.join(conditions + more)} "
             f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT %s"
         )
-        rows = run_vector_query(sql, [query, *more_params, query, int(k)], k)
+        rows = run_vector_query(sql, [query, *more_params, query, int(k)], k, ef=tuned_ef("pgvector", space, version))
         return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda h: (h[1], h[0]))
 
     def similar_candidates(

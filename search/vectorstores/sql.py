@@ -58,14 +58,17 @@ def configure_session(cursor: Any) -> None:
     cursor.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {SESSION_EF_SEARCH}")
 
 
-def run_vector_query(sql: str, params: Sequence[Any] | Mapping[str, Any], k: int) -> list[tuple[Any, ...]]:
-    """Run a query whose index scans return up to ``k`` rows each: in one round trip when the session's search
-    breadth is twice ``k`` or more, else with a breadth raised for this query alone."""
-    if 2 * k <= SESSION_EF_SEARCH:
+def run_vector_query(sql: str, params: Sequence[Any] | Mapping[str, Any], k: int,
+                     ef: int | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
+    """Run a query whose index scans return up to ``k`` rows each, with search breadth ``ef`` (measured by
+    ``tune_search``; None: the session's) and at least twice ``k``: in one round trip when that is the session's
+    breadth, else with a breadth set for this query alone."""
+    breadth = min(1000, max(int(ef or SESSION_EF_SEARCH), 2 * int(k)))
+    if breadth == SESSION_EF_SEARCH:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {min(1000, 2 * int(k))}")
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {breadth}")
         cursor.execute(sql, params)
         return list(cursor.fetchall())

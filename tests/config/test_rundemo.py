@@ -99,8 +99,13 @@ def demo_dir(tmp_path: Path) -> Iterator[Path]:
                 process.kill()
         except psutil.Error:
             continue
-    subprocess.run([sys.executable, "manage.py", "embedded", "stop", "--force"], cwd=ROOT, env=_env(tmp_path / "home"),
-                   capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "manage.py", "embedded", "stop", "--force"],
+        cwd=ROOT,
+        env=_env(tmp_path / "home", VITRINE_VECTOR_STORE="milvus"),
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip  (Milvus too, for the Milvus mode's test)
 
 
 def assert_nothing_left(home: Path, leftovers: Iterator[psutil.Process] | list[psutil.Process] = (),
@@ -212,3 +217,63 @@ def test_a_first_start_on_a_busy_machine_with_no_model_cache_serves_the_shop(tmp
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(demo.lines[: url_at + 1])]
     assert max(gaps) < 20, (max(gaps), output)
     assert_nothing_left(home, output=output)
+
+
+def test_rundemo_on_milvus_shares_one_embedded_server_and_stops_it(tmp_path, demo_dir):
+    """``VITRINE_VECTOR_STORE=milvus make demo``: rundemo starts the embedded Milvus server before the web server
+    and the worker, which share it; the worker's vectors reach Milvus and the product page's similar products
+    come from it; Ctrl-C stops everything, Milvus included."""
+    from pymilvus import MilvusClient
+
+    home = tmp_path / "home"
+    demo = Demo(
+        home,
+        demo_dir,
+        VITRINE_ENABLED_SPACES="pixels",
+        VITRINE_VECTOR_STORE="milvus",
+        VITRINE_FALLBACK_IMAGE_SPACE="pixels",
+    )  # "Looks similar" by the one space enabled
+    started: list[psutil.Process] = []
+    try:
+        demo.wait_for("Starting the embedded Milvus server")
+        demo.wait_for("Vitrine is running at", timeout=400)
+        status = subprocess.run([sys.executable, "manage.py", "embedded", "status"], cwd=ROOT,
+                                env=_env(home, VITRINE_VECTOR_STORE="milvus"), capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        line = next(line for line in status.stdout.splitlines() if line.startswith("milvus"))
+        uri = line.split(" on ")[1].split()[0]
+        client = MilvusClient(uri=uri, timeout=30)
+
+        def rows() -> int:
+            names = [n for n in client.list_collections() if n.startswith("vitrine_pixels_")]
+            if not names:
+                return 0
+            counted = client.query(names[0], filter="id >= 0", output_fields=["count(*)"], consistency_level="Strong")
+            return int(counted[0]["count(*)"])
+
+        deadline = time.monotonic() + 180
+        while rows() < 3:  # the worker embeds the three demo pictures into Postgres and Milvus
+            assert time.monotonic() < deadline, demo.output
+            time.sleep(1)
+        client.close()
+
+        def similar_shown() -> bool:
+            page = urllib.request.urlopen(demo.url + "products/demo-thing-1/", timeout=30).read().decode()
+            return "Demo thing 0" in page or "Demo thing 2" in page
+
+        deadline = time.monotonic() + 60
+        while not similar_shown():  # read from Milvus by the web server, within Session consistency's second
+            assert time.monotonic() < deadline, demo.output
+            time.sleep(1)
+        started = demo.children()
+    finally:
+        demo.process.send_signal(signal.SIGINT)
+        code = demo.finish()
+    assert code == 0, demo.output
+    status = subprocess.run([sys.executable, "manage.py", "embedded", "status"], cwd=ROOT,
+                            env=_env(home, VITRINE_VECTOR_STORE="milvus"), capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert status.stdout.count("not running") == 3, (status.stdout, demo.output)
+    assert (home / "run" / "milvus.handles.json").read_text() in ("", "[]")
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.cmdline() for p in alive]

@@ -1,4 +1,4 @@
-"""manage.py embedded {status,stop} — the embedded PostgreSQL and Redis under VITRINE_HOME."""
+"""manage.py embedded {status,stop} — the embedded PostgreSQL, Redis and Milvus under VITRINE_HOME."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from config import embedded
+from config import embedded, embedded_milvus
 
 
 class Command(BaseCommand):
-    help = "Show or stop the embedded PostgreSQL and Redis servers of this VITRINE_HOME."
+    help = "Show or stop the embedded PostgreSQL, Redis and Milvus servers of this VITRINE_HOME."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["status", "stop"])
@@ -24,6 +24,8 @@ class Command(BaseCommand):
             services.append(embedded.postgres(home))
         if settings.VITRINE_EMBEDDED_REDIS:
             services.append(embedded.redis(home))
+        if embedded_milvus.in_use():
+            services.append(embedded_milvus.milvus(home))
         if not services:
             self.stdout.write("DATABASE_URL and CELERY_BROKER_URL are set: no embedded servers in use.")
         for service in services:
@@ -35,4 +37,6 @@ class Command(BaseCommand):
                 running = service.is_running()
                 users = service.users()
                 state = f"running ({len(users)} process(es) using it)" if running else "not running"
+                if running and isinstance(service, embedded_milvus.EmbeddedMilvus):
+                    state += f" on {service.uri}"
             self.stdout.write(f"{service.name:9} {state}   [{home}]")

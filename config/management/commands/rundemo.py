@@ -33,7 +33,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from catalog.models import Product
-from config import embedded
+from config import embedded, embedded_milvus
 from config.processes import Child, manage_command, web_command, worker_command
 
 HEARTBEAT_S = 10  # say what we are waiting for after this long without a word from anyone
@@ -147,6 +147,9 @@ class Command(BaseCommand):
                    "starting PostgreSQL and Redis")  # fmt: skip
         if settings.VITRINE_EMBEDDED_REDIS:
             embedded.redis(settings.VITRINE_HOME).ensure_running()
+        if embedded_milvus.in_use():
+            self._step("Starting the embedded Milvus server (about 10 s) …", "starting Milvus")
+            embedded_milvus.milvus(settings.VITRINE_HOME).ensure_running()  # web and worker then share it
         connection.ensure_connection()  # starts the embedded PostgreSQL if it is ours
         self._step("Migrating the database …", "migrating the database")
         call_command("migrate", interactive=False, verbosity=0)
@@ -307,6 +310,8 @@ class Command(BaseCommand):
             services.append(embedded.postgres(settings.VITRINE_HOME))
         if settings.VITRINE_EMBEDDED_REDIS:
             services.append(embedded.redis(settings.VITRINE_HOME))
+        if embedded_milvus.in_use():
+            services.append(embedded_milvus.milvus(settings.VITRINE_HOME))
         for service in services:
             service.release()
             if service.is_running():

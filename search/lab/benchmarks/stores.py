@@ -34,6 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from config import embedded_milvus
 from search.lab.benchmarks.stores_data import EF_SWEEP, STORES, TABLE, K, Point, StoreResult, make_dataset
 from search.lab.benchmarks.stores_milvus import bench_milvus
 from search.lab.benchmarks.stores_pgvector import Graph, bench_pg_exact, bench_pg_hnsw, pg_load
@@ -48,7 +49,7 @@ __all__ = ["EF_SWEEP", "HNSW_EF_CONSTRUCTION", "HNSW_M", "STORES", "TABLE", "Gra
 def run(*, stores: Sequence[str], n: int, dimension: int, queries: int, selectivity: float, target: float = 0.95,
         ef_sweep: Sequence[int] = EF_SWEEP, exact_queries: int = 50, json_path: Path | None = None,
         log: Callable[[str], None] = print, reuse_milvus: bool = False,
-        graph: Graph | None = None) -> dict[str, Any]:  # fmt: skip
+        graph: Graph | None = None, clients: Sequence[int] = ()) -> dict[str, Any]:  # fmt: skip
     """Run the benchmark for ``stores``; writes the JSON after every store, so a long run that is cut
     short still leaves what it measured. ``graph``: the HNSW build parameters (the shop's by default)."""
     graph = graph or Graph()
@@ -68,6 +69,9 @@ def run(*, stores: Sequence[str], n: int, dimension: int, queries: int, selectiv
     def save(result: StoreResult) -> None:
         figures["stores"][result.store] = _as_dict(result, target)
         log(format_row(figures["stores"][result.store]))
+        if result.concurrent_qps:
+            log(f"{result.store}: QPS at ef {result.concurrent_ef} (unfiltered) by concurrent clients: "
+                + ", ".join(f"{c}: {q:.0f}" for c, q in result.concurrent_qps.items()))  # fmt: skip
         if json_path:
             json_path.write_text(json.dumps(figures, indent=2))
 
@@ -80,10 +84,17 @@ def run(*, stores: Sequence[str], n: int, dimension: int, queries: int, selectiv
             result = bench_pg_exact(data, min(queries, exact_queries))
             result.load_s = load_s
         elif store in ("pgvector", "halfvec"):
-            result = bench_pg_hnsw("vector" if store == "pgvector" else "halfvec", data, load_s, ef_sweep, graph)
+            result = bench_pg_hnsw("vector" if store == "pgvector" else "halfvec", data, load_s, ef_sweep, graph,
+                                   clients, target)  # fmt: skip
+        elif store == "milvus-server":
+            server = embedded_milvus.milvus(Path(settings.VITRINE_HOME))
+            server.ensure_running()
+            folder = Path(settings.VITRINE_HOME) / "benchmarks" / "milvus-server"
+            result = bench_milvus(data, ef_sweep, folder, reuse=reuse_milvus, server=server, clients=clients,
+                                  target=target)  # fmt: skip
         else:
             folder = Path(settings.VITRINE_HOME) / "benchmarks" / "milvus-stores"
-            result = bench_milvus(data, ef_sweep, folder, reuse=reuse_milvus)
+            result = bench_milvus(data, ef_sweep, folder, reuse=reuse_milvus, clients=clients, target=target)
         save(result)
     if {"exact", "pgvector", "halfvec"} & set(stores):
         with connection.cursor() as cursor:
@@ -107,6 +118,7 @@ def _as_dict(result: StoreResult, target: float) -> dict[str, Any]:
         "sweep": [_point(p) for p in result.sweep], "sweep_filtered": [_point(p) for p in result.sweep_filtered],
         "at_target": _point(result.operating_point(target)),
         "at_target_filtered": _point(result.operating_point(target, filtered=True)),
+        "concurrent": {"ef": result.concurrent_ef, "qps_by_clients": result.concurrent_qps},
     }  # fmt: skip
 
 
@@ -153,3 +165,15 @@ def format_table(figures: dict[str, Any]) -> Iterator[str]:
             yield (f"| {row['store']} | {ef} | {plain['recall']:.3f} | {plain['p50_ms']:.2f} | {plain['p95_ms']:.2f} "
                    f"| {_qps(plain['qps'])} | {filtered['recall']:.3f} | {filtered['p95_ms']:.2f} "
                    f"| {_qps(filtered['qps'])} |")  # fmt: skip
+    concurrent = [row for row in figures["stores"].values() if row.get("concurrent", {}).get("qps_by_clients")]
+    if concurrent:
+        counts = sorted({int(c) for row in concurrent for c in row["concurrent"]["qps_by_clients"]})
+        yield ""
+        yield (
+            "| store | ef (unfiltered) | " + " | ".join(f"QPS, {c} client{'s' if c > 1 else ''}" for c in counts) + " |"
+        )
+        yield "|---|---|" + "---|" * len(counts)
+        for row in concurrent:
+            by = {int(c): q for c, q in row["concurrent"]["qps_by_clients"].items()}
+            yield (f"| {row['store']} | {row['concurrent']['ef']} | "
+                   + " | ".join(_qps(by[c]) if c in by else "-" for c in counts) + " |")  # fmt: skip

@@ -11,7 +11,7 @@ import numpy as np
 
 from search.lab.benchmarks.synthetic import cluster_centers, clustered_vectors
 
-STORES = ("exact", "pgvector", "halfvec", "milvus")
+STORES = ("exact", "pgvector", "halfvec", "milvus", "milvus-server")
 TABLE = "bench_store_vectors"
 EF_SWEEP = (10, 20, 40, 80, 160, 320, 640)
 K = 10
@@ -85,6 +85,9 @@ class StoreResult:
     notes: list[str] = field(default_factory=list)
     sweep: list[Point] = field(default_factory=list)
     sweep_filtered: list[Point] = field(default_factory=list)
+    # QPS with 1, 2, 8… concurrent clients (threads, each with its own connection) at ``concurrent_ef``.
+    concurrent_qps: dict[int, float] = field(default_factory=dict)
+    concurrent_ef: int | None = None
 
     def operating_point(self, target: float, filtered: bool = False) -> Point | None:
         """The first (cheapest) point of the sweep that reaches the recall target."""
@@ -111,3 +114,29 @@ def measure(search: Callable[[np.ndarray], list[int]], queries: np.ndarray, trut
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return Point(ef=ef, recall=float(np.mean(recalls)), p50_ms=1000 * statistics.median(times), p95_ms=1000 * p95,
                  qps=len(queries) / total)  # fmt: skip
+
+
+def measure_concurrent(make_search: Callable[[], Callable[[np.ndarray], list[int]]], queries: np.ndarray,
+                       clients: int) -> float:  # fmt: skip
+    """Queries per second with ``clients`` threads sharing the queries, each with the search ``make_search``
+    gives it (its own database connection and settings); the threads' connections are closed afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    parts = [queries[i::clients] for i in range(clients)]
+
+    def run(part: np.ndarray) -> None:
+        try:
+            search = make_search()
+            for query in part[:2]:  # warm this connection; not measured apart (a few of many)
+                search(query)
+            for query in part:
+                search(query)
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(run, parts))
+    return (len(queries) + 2 * clients) / (time.perf_counter() - started)

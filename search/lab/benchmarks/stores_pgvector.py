@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from django.db import connection
 
-from search.lab.benchmarks.stores_data import TABLE, Dataset, K, StoreResult, measure
+from search.lab.benchmarks.stores_data import TABLE, Dataset, K, StoreResult, measure, measure_concurrent
 from search.vectorstores.pgvector import HNSW_EF_CONSTRUCTION, HNSW_M, _copy_rows, maintenance_memory_mb
 
 # --- Postgres ----------------------------------------------------------------------------------------
@@ -115,8 +115,25 @@ def bench_pg_exact(data: Dataset, queries: int) -> StoreResult:
     return result
 
 
+def _concurrency(result: StoreResult, kind: str, data: Dataset, clients: Sequence[int], target: float) -> None:
+    """QPS at the operating point (the best point when none reaches ``target``) with each count of clients."""
+    point = result.operating_point(target) or (result.sweep[-1] if result.sweep else None)
+    if point is None or point.ef is None or not clients:
+        return
+    result.concurrent_ef = ef = point.ef
+
+    def make_search() -> Callable[[np.ndarray], list[int]]:
+        _pg_settings(**{"hnsw.ef_search": ef, "hnsw.iterative_scan": "relaxed_order",
+                        "enable_seqscan": "off"})  # fmt: skip
+        return _pg_search(kind, data.dimension, False)
+
+    for count in clients:
+        result.concurrent_qps[count] = measure_concurrent(make_search, data.queries, count)
+
+
 def bench_pg_hnsw(kind: str, data: Dataset, load_s: float, ef_sweep: Sequence[int],
-                  graph: Graph = Graph()) -> StoreResult:  # fmt: skip
+                  graph: Graph = Graph(), clients: Sequence[int] = (),
+                  target: float = 0.95) -> StoreResult:  # fmt: skip
     result = StoreResult(store="pgvector" if kind == "vector" else "halfvec", load_s=load_s)
     result.index_build_s, name = _pg_build(kind, data, graph)
     index_bytes = _pg_size(name)
@@ -137,6 +154,7 @@ def bench_pg_hnsw(kind: str, data: Dataset, load_s: float, ef_sweep: Sequence[in
         result.sweep.append(measure(_pg_search(kind, data.dimension, False), data.queries, data.truth, ef))
         result.sweep_filtered.append(measure(_pg_search(kind, data.dimension, True), data.queries,
                                               data.truth_filtered, ef))  # fmt: skip
+    _concurrency(result, kind, data, clients, target)
     _pg_settings(**{"hnsw.ef_search": 100, "enable_seqscan": "on"})
     with connection.cursor() as cursor:
         cursor.execute(f"DROP INDEX {name}")  # the next index type gets the table to itself

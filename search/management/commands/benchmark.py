@@ -82,7 +82,8 @@ class Command(BaseCommand):
         runtime_args.add_argument("--json-out", type=Path, help="Write the --runtimes figures here as JSON.")
         store_args = parser.add_argument_group("vector stores (search.lab.benchmarks.stores)")
         store_args.add_argument("--stores", help="Compare vector stores on synthetic vectors: a comma list of "
-                            "exact,pgvector,halfvec,milvus (uses --dim and --queries, default 200).")  # fmt: skip
+                            "exact,pgvector,halfvec,milvus (milvus-lite),milvus-server (the embedded Milvus "
+                                 "server; uses --dim and --queries, default 200).")  # fmt: skip
         store_args.add_argument("--n", type=int, default=100_000, help="How many vectors for --stores.")
         store_args.add_argument("--filter-selectivity", type=float, default=0.1,
                                 help="Share of vectors the filter keeps.")  # fmt: skip
@@ -93,6 +94,8 @@ class Command(BaseCommand):
         store_args.add_argument("--hnsw-m", type=int, default=stores.HNSW_M,
                             help="pgvector HNSW m for --stores (the shop's default unless given).")  # fmt: skip
         store_args.add_argument("--hnsw-ef-construction", type=int, default=stores.HNSW_EF_CONSTRUCTION)
+        store_args.add_argument("--clients", default="",
+                                help="Also QPS at the operating point with N concurrent clients: 1,2,8")  # fmt: skip
         store_args.add_argument("--reuse-milvus", action="store_true",
                             help="Resume: reuse the milvus-lite collection of an earlier run.")  # fmt: skip
 
@@ -207,6 +210,7 @@ class Command(BaseCommand):
                 ef_sweep=[int(x) for x in str(options["ef"]).split(",")], exact_queries=options["exact_queries"],
                 json_path=json_path, log=lambda line: self.stderr.write(line), reuse_milvus=options["reuse_milvus"],
                 graph=stores.Graph(m=options["hnsw_m"], ef_construction=options["hnsw_ef_construction"]),
+                clients=[int(x) for x in str(options["clients"] or "").split(",") if x.strip()],
             )  # fmt: skip
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
