@@ -21,6 +21,8 @@ from django.utils.safestring import mark_safe
 
 from catalog import hooks
 from catalog.models import Product, ProductImage
+from search.admin_assistants import PossibleDuplicateAdmin  # noqa: F401 (registers it)
+from search.assistants import duplicates
 from search.indexing import enqueue, jobs, sweep, versions
 from search.models import RankingWeights, ReindexJob, SpaceState, SpaceVersion
 
@@ -40,7 +42,7 @@ def _unavailable(state: SpaceState) -> bool:
 
 @admin.register(SpaceState)
 class SpaceStateAdmin(admin.ModelAdmin):
-    list_display = ["key", "enabled", "status", "runs_on", "active_version", "counts", "checked"]
+    list_display = ["key", "enabled", "status", "runs_on", "active_version", "counts", "duplicates", "checked"]
     list_display_links = ["key"]
     ordering = ["key"]
     actions = ["sweep_now"]
@@ -56,7 +58,7 @@ class SpaceStateAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SpaceState]:
         _ensure_states()
-        return super().get_queryset(request).filter(key__in=list(settings.VITRINE_SPACES))
+        return duplicates.annotate_counts(super().get_queryset(request).filter(key__in=list(settings.VITRINE_SPACES)))
 
     @admin.display(boolean=True)
     def enabled(self, obj: SpaceState) -> bool:
@@ -91,6 +93,14 @@ class SpaceStateAdmin(admin.ModelAdmin):
     def counts(self, obj: SpaceState) -> str:
         c = versions.space_counts(obj.key)
         return f"{c.present} / {c.missing} / {c.stale} / {c.failed} of {c.total}"
+
+    @admin.display(description="possible duplicates")
+    def duplicates(self, obj: SpaceState) -> str:
+        if obj.key not in settings.VITRINE_DUPLICATE_THRESHOLDS:
+            return "—"
+        url = reverse("admin:search_possibleduplicate_changelist") + f"?space={obj.key}"
+        return format_html('<a href="{}">{} to review</a> / {} reviewed', url, getattr(obj, "duplicates_open", 0),
+                           getattr(obj, "duplicates_reviewed", 0))  # fmt: skip
 
     @admin.display(description="checked", ordering="checked_at")
     def checked(self, obj: SpaceState) -> str:

@@ -12,7 +12,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from catalog import hooks
 from catalog.importing import ImportItem, ManifestError, images_import
+from catalog.uploads import FileOutcome
 
 SKIPPED_SHOWN = 20
 PROGRESS_EVERY_S = 5
@@ -29,8 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path, help="Folder holding the images (manifest paths are relative to it).")
         parser.add_argument("--manifest", type=Path, help="CSV manifest; without it the folder tree is imported.")
         parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
+        parser.add_argument("--no-notes", action="store_true",
+                            help="Skip the checks of the imported pictures (look-alikes of existing products, "
+                                 "category suggestions): faster on a big import.")  # fmt: skip
 
-    def handle(self, *args: Any, path: Path, manifest: Path | None, no_progress: bool, **options: Any) -> None:
+    def handle(self, *args: Any, path: Path, manifest: Path | None, no_progress: bool, no_notes: bool = False,
+               **options: Any) -> None:  # fmt: skip
         if manifest is not None and not manifest.is_absolute() and not manifest.exists():
             manifest = path / manifest
 
@@ -77,6 +83,19 @@ class Command(BaseCommand):
                     out.write(f"  {outcome.name}: {outcome.reason}")
                 if limit is not None and len(outcomes) > limit:
                     out.write(f"  … and {len(outcomes) - limit} more (-v 2 lists them all)")
+        if not no_notes:
+            self._notes(report.imported)
+
+    def _notes(self, imported: list[FileOutcome]) -> None:
+        """Other apps' notes on the new pictures (search: look-alikes of existing products), one line each."""
+        images = [o.image for o in imported if o.image is not None]
+        notes = hooks.upload_notes(images=images)
+        names = {o.image.pk: o.name for o in imported if o.image is not None}
+        lookalikes = [(names[pk], note) for pk, items in notes.items() for note in items if note.kind == "lookalike"]
+        if lookalikes:
+            self.stdout.write(self.style.WARNING(f"Look-alikes ({len(lookalikes)}):"))
+            for name, note in sorted(lookalikes, key=lambda item: item[0]):
+                self.stdout.write(f"  {name}: {note.text}")
 
     def _progress_lines(self, items: Iterator[ImportItem], total: int) -> Iterator[ImportItem]:
         said = time.monotonic()

@@ -40,7 +40,7 @@ def _jpeg(quality: int) -> Transform:
 
 
 def _resize(factor: float) -> Transform:
-    return lambda im: im.resize((max(8, round(im.width * factor)), max(8, round(im.height * factor))), Image.LANCZOS)
+    return lambda im: im.resize((max(8, round(im.width * factor)), max(8, round(im.height * factor))), Image.Resampling.LANCZOS)
 
 
 def _crop(fraction: float, *, centred: bool = True) -> Transform:
@@ -57,7 +57,7 @@ def _crop(fraction: float, *, centred: bool = True) -> Transform:
 
 
 def _rotate(degrees: float) -> Transform:
-    return lambda im: im.rotate(degrees, resample=Image.BICUBIC, fillcolor=(255, 255, 255))
+    return lambda im: im.rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
 
 
 def _brightness(factor: float) -> Transform:
@@ -120,7 +120,8 @@ def catalogue_images(root: Path, manifest: Path | None) -> list[tuple[Path, str,
     if manifest is not None:
         with manifest.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
-        return [(root / row["image"], row.get("title", ""), row.get("category", "")) for row in rows if row.get("image")]
+        return [(root / row["image"], row.get("title", ""), row.get("category", ""))
+                for row in rows if row.get("image")]  # fmt: skip
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
     return [(p, p.stem, p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "") for p in files]
 
@@ -252,8 +253,9 @@ def run(*, spaces: list[str], root: Path, manifest: Path | None, sample: int, th
             sampled = len(next(iter(group.values())).source[DISTINCT])
             out(f"{label}, {what} thresholds ({named}); {sampled} pictures, catalogue of {len(items_of(group)) + 1}")
             out("\n".join(table(rows)))
-            figures[label][f"{what}_rows"] = {r.name: {"n": r.queries, "found": r.found, "false_alarms": r.false_alarms,
-                                                      "recall": r.recall, "precision": r.precision} for r in rows}  # fmt: skip
+            figures[label][f"{what}_rows"] = {
+                r.name: {"n": r.queries, "found": r.found, "false_alarms": r.false_alarms, "recall": r.recall,
+                         "precision": r.precision} for r in rows}  # fmt: skip
     for space, score in scores.items():
         mirror = score.source[MIRROR]
         rest = np.concatenate([v for k, v in score.source.items() if k not in (MIRROR, DISTINCT)])

@@ -81,13 +81,19 @@ class Command(BaseCommand):
         runtime_args.add_argument("--query-trials", type=int, default=50, help="Query embeddings timed per backend.")
         runtime_args.add_argument("--json-out", type=Path, help="Write the --runtimes figures here as JSON.")
         dup_args = parser.add_argument_group("near-duplicate detection (--duplicates)")
-        dup_args.add_argument("--duplicates", action="store_true",
-                              help="Precision and recall of duplicate detection per transformation of the pictures.")
+        dup_args.add_argument(
+            "--duplicates",
+            action="store_true",
+            help="Precision and recall of duplicate detection per transformation of the pictures.",
+        )
         dup_args.add_argument("--root", type=Path, default=Path("demo"), help="Catalogue folder (default demo).")
         dup_args.add_argument("--manifest", type=Path, help="Its manifest (default ROOT/manifest.csv if present).")
         dup_args.add_argument("--sample", type=int, default=80, help="Pictures transformed (default 80).")
-        dup_args.add_argument("--dup-spaces", default=",".join(settings.VITRINE_DUPLICATE_THRESHOLDS),
-                              help="Comma-separated image spaces to measure.")
+        dup_args.add_argument(
+            "--dup-spaces",
+            default=",".join(settings.VITRINE_DUPLICATE_THRESHOLDS),
+            help="Comma-separated image spaces to measure.",
+        )
         store_args = parser.add_argument_group("vector stores (search.lab.benchmarks.stores)")
         store_args.add_argument("--stores", help="Compare vector stores on synthetic vectors: a comma list of "
                             "exact,pgvector,halfvec,milvus (uses --dim and --queries, default 200).")  # fmt: skip
