@@ -8,7 +8,7 @@ admin's image table (each image's state in every embedding space).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from django.http import HttpRequest
@@ -75,13 +75,17 @@ def upload_assistant_register(*, name: str, assistant: UploadAssistant) -> None:
     _upload_assistants[name] = assistant
 
 
-def upload_notes(*, images: Sequence[ProductImage]) -> dict[int, list[UploadNote]]:
-    """Every registered assistant's notes about these pictures, by image id. An assistant that fails is logged
-    and left out: the upload itself has already succeeded."""
+def upload_notes(
+    *, images: Sequence[ProductImage], names: Collection[str] | None = None
+) -> dict[int, list[UploadNote]]:
+    """The registered assistants' notes (``names``: only these) about these pictures, by image id. An assistant
+    that fails is logged and left out: the upload itself has already succeeded."""
     notes: dict[int, list[UploadNote]] = {}
     if not images:
         return notes
     for name, assistant in _upload_assistants.items():
+        if names is not None and name not in names:
+            continue
         try:
             found = assistant(images)
         except Exception:

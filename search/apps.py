@@ -33,7 +33,7 @@ class SearchConfig(AppConfig):
         from celery.signals import worker_ready
 
         from catalog import hooks, signals
-        from search.assistants import duplicates
+        from search.assistants import duplicates, suggest
         from search.indexing import enqueue
         from search.panels import similar_products_panel
 
@@ -45,3 +45,4 @@ class SearchConfig(AppConfig):
         worker_ready.connect(_probe_spaces_when_worker_ready, dispatch_uid="search-probe-spaces")
         hooks.product_panel_register(name="similar", panel=similar_products_panel)
         hooks.upload_assistant_register(name="lookalikes", assistant=duplicates.lookalike_notes)
+        hooks.upload_assistant_register(name="suggestions", assistant=suggest.suggestion_notes)

@@ -46,8 +46,9 @@ def _retry(task: Task, exc: BaseException, **options: Any) -> Retry:
         full_jitter=task.retry_jitter,
     )  # fmt: skip
     # Celery's own "Retry in" line is on the quiet task log; an outage is worth a warning by default.
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     logger.warning("%s[%s] will retry in %d s (attempt %d): %s", task.name, task.request.id, countdown,
-                   task.request.retries + 1, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)  # fmt: skip
+                   task.request.retries + 1, reason)  # fmt: skip
     return task.retry(exc=exc, countdown=countdown, **options)
 
 

@@ -97,7 +97,7 @@ def test_embedding_retries_follow_the_backoff_when_postgres_is_down(tmp_path: Pa
     env.update(VITRINE_HOME=str(home), DJANGO_SETTINGS_MODULE="config.settings.local", DEBUG="false",
                DATABASE_URL=f"postgres://postgres@{quote(str(socket_dir), safe='')}:{server.port}/vitrine",
                VITRINE_ENABLED_SPACES="pixels", PYTHONUNBUFFERED="1",
-               VITRINE_TASK_LOG_LEVEL="INFO")  # for Celery's "succeeded" line; the retries warn on their own  # fmt: skip
+               VITRINE_TASK_LOG_LEVEL="INFO")  # Celery's "succeeded" line; the retries warn on their own  # fmt: skip
     worker = None
     try:
         upload = (
@@ -116,7 +116,8 @@ def test_embedding_retries_follow_the_backoff_when_postgres_is_down(tmp_path: Pa
         threading.Thread(target=lambda: lines.extend(iter(worker.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
 
         def retries() -> list[int]:
-            return [int(n) for n in re.findall(r"WARNING\S* .*image_embed_task\[[^\]]+\] will retry in (\d+) s", "".join(lines))]
+            pattern = r"WARNING\S* .*image_embed_task\[[^\]]+\] will retry in (\d+) s"
+            return [int(n) for n in re.findall(pattern, "".join(lines))]
 
         try:
             wait_for(lambda: retries(), 120, "the first retry")

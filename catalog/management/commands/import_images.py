@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from catalog import hooks
+from catalog import hooks, services
 from catalog.importing import ImportItem, ManifestError, images_import
+from catalog.models import Category, Product
 from catalog.uploads import FileOutcome
 
 SKIPPED_SHOWN = 20
@@ -34,6 +36,13 @@ class Command(BaseCommand):
         parser.add_argument("--no-notes", action="store_true",
                             help="Skip the checks of the imported pictures (look-alikes of existing products, "
                                  "category suggestions): faster on a big import.")  # fmt: skip
+        parser.add_argument("--suggest-categories", action="store_true",
+                            help="Give each imported product without a category the category its look-alikes "
+                                 "vote for, when the vote's confidence reaches --suggest-threshold; every "
+                                 "suggestion is listed.")  # fmt: skip
+        parser.add_argument("--suggest-threshold", type=float, default=None,
+                            help="Confidence (0-1) a suggestion needs to be applied (default: the shop's, "
+                                 "VITRINE_SUGGEST's MIN_CONFIDENCE).")  # fmt: skip
 
     def handle(self, *args: Any, path: Path, manifest: Path | None, no_progress: bool, no_notes: bool = False,
                **options: Any) -> None:  # fmt: skip
@@ -84,13 +93,19 @@ class Command(BaseCommand):
                 if limit is not None and len(outcomes) > limit:
                     out.write(f"  … and {len(outcomes) - limit} more (-v 2 lists them all)")
         if not no_notes:
-            self._notes(report.imported)
+            threshold = options.get("suggest_threshold")
+            if threshold is None:
+                threshold = float(getattr(settings, "VITRINE_SUGGEST", {}).get("MIN_CONFIDENCE", 0.6))
+            self._notes(report.imported, suggest=bool(options.get("suggest_categories")), threshold=threshold)
 
-    def _notes(self, imported: list[FileOutcome]) -> None:
-        """Other apps' notes on the new pictures (search: look-alikes of existing products), one line each."""
+    def _notes(self, imported: list[FileOutcome], *, suggest: bool, threshold: float) -> None:
+        """Other apps' notes on the new pictures (search: look-alikes of existing products, category suggestions),
+        one line each; with ``suggest``, categories are filled in where the confidence reaches ``threshold``."""
         images = [o.image for o in imported if o.image is not None]
-        notes = hooks.upload_notes(images=images)
+        notes = hooks.upload_notes(images=images, names=["lookalikes", *(["suggestions"] if suggest else [])])
         names = {o.image.pk: o.name for o in imported if o.image is not None}
+        if suggest:
+            self._suggestions(imported, notes, names, threshold)
         lookalikes = [(names[pk], note) for pk, items in notes.items() for note in items if note.kind == "lookalike"]
         if lookalikes:
             self.stdout.write(self.style.WARNING(f"Look-alikes ({len(lookalikes)}):"))
@@ -104,3 +119,28 @@ class Command(BaseCommand):
                 self.stderr.write(f"Importing: {done}/{total} files")
                 said = time.monotonic()
             yield item
+
+    def _suggestions(self, imported: list[FileOutcome], notes: dict[int, list[hooks.UploadNote]],
+                     names: dict[int, str], threshold: float) -> None:  # fmt: skip
+        products = {o.image.pk: o.product for o in imported if o.image is not None and o.product is not None}
+        found = [(names[pk], products[pk], note) for pk, items in notes.items() for note in items
+                 if note.kind == "category" and pk in products]  # fmt: skip
+        applied = 0
+        lines = []
+        for name, product, note in sorted(found, key=lambda item: item[0]):
+            confidence = note.confidence or 0.0
+            category = Category.objects.filter(path=note.value).first()
+            # Blanks only: a product that has a category by now (staff, another import) keeps it.
+            blank = Product.objects.filter(pk=product.pk, category__isnull=True).exists()
+            label = category.name if category is not None else note.value
+            if category is not None and blank and confidence >= threshold:
+                services.products_update(product_ids=[product.pk], category=category)
+                applied += 1
+                lines.append(f"  {name}: {label} ({confidence:.0%}) applied")
+            else:
+                why = "has a category" if not blank else f"below {threshold:.0%}"
+                lines.append(f"  {name}: {label} ({confidence:.0%}) not applied, {why}")
+        self.stdout.write(self.style.SUCCESS(f"Category suggestions: {len(found)}, {applied} applied "
+                                             f"(confidence >= {threshold:.0%}):"))  # fmt: skip
+        for line in lines:
+            self.stdout.write(line)

@@ -40,7 +40,9 @@ def _jpeg(quality: int) -> Transform:
 
 
 def _resize(factor: float) -> Transform:
-    return lambda im: im.resize((max(8, round(im.width * factor)), max(8, round(im.height * factor))), Image.Resampling.LANCZOS)
+    return lambda im: im.resize(
+        (max(8, round(im.width * factor)), max(8, round(im.height * factor))), Image.Resampling.LANCZOS
+    )
 
 
 def _crop(fraction: float, *, centred: bool = True) -> Transform:
