@@ -22,6 +22,7 @@ from django.utils.safestring import mark_safe
 from catalog import hooks
 from catalog.models import Product, ProductImage
 from search.admin_assistants import PossibleDuplicateAdmin  # noqa: F401 (registers it)
+from search.admin_insight import SearchEventAdmin  # noqa: F401 (registers it)
 from search.assistants import duplicates
 from search.indexing import enqueue, jobs, sweep, versions
 from search.models import RankingWeights, ReindexJob, SpaceState, SpaceVersion

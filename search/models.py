@@ -353,3 +353,42 @@ class PossibleDuplicate(models.Model):
 
     def __str__(self) -> str:
         return f"products {self.product_low_id} and {self.product_high_id} ({self.score:.3f} in {self.space})"
+
+
+class SearchEvent(models.Model):
+    """One shopper search (``search.assistants.insight``), written after the response: what was asked, how many
+    results and how good the best was, and which result was clicked. No personal data: ``session`` is a hash that
+    changes every day; rows older than ``VITRINE_INSIGHT_RETENTION_DAYS`` are deleted by the sweep."""
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "text"
+        PHOTO = "photo", "photo"
+
+    token = models.CharField(max_length=32, unique=True, help_text="Names the search in its result links.")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    query = models.CharField(max_length=200, blank=True, help_text="Lower-cased; empty for a photo.")
+    results = models.PositiveIntegerField()
+    top_score = models.FloatField(null=True, blank=True)
+    no_good_match = models.BooleanField(default=False)
+    session = models.CharField(max_length=16, help_text="Daily-rotated hash; never the same two days running.")
+    created_at = models.DateTimeField(db_index=True)
+    clicked_product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    clicked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "query", "created_at"], name="search_event_query")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} search {self.query!r}: {self.results} results"
+
+
+class InsightSwitch(models.Model):
+    """Staff's switch for recording searches (one row)."""
+
+    recording = models.BooleanField(default=True)
+    changed_at = models.DateTimeField(auto_now=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    def __str__(self) -> str:
+        return "recording searches" if self.recording else "not recording searches"

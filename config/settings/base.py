@@ -318,6 +318,10 @@ VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
 VITRINE_SUGGEST: dict[str, float] = env_json(
     "VITRINE_SUGGEST", {"K": 10, "POWER": 4.0, "IMAGE_WEIGHT": 1.0, "TEXT_WEIGHT": 2.0, "MIN_CONFIDENCE": 0.4}
 )
+# Search insight (search.assistants.insight): searches are kept this many days, then the sweep deletes them; a text
+# search whose best fused score is below WEAK_SCORE counts as weak on the dashboard.
+VITRINE_INSIGHT_RETENTION_DAYS = env_int("VITRINE_INSIGHT_RETENTION_DAYS", 90)
+VITRINE_INSIGHT_WEAK_SCORE = env_float("VITRINE_INSIGHT_WEAK_SCORE", 0.3)
 VITRINE_DUPLICATE_THRESHOLDS: dict[str, float] = env_json("VITRINE_DUPLICATE_THRESHOLDS", {"cnn": 0.9, "pixels": 0.97})
 # Text search, per source (search.querying.text): a vector source answers when the query shares a word with the
 # catalogue, or when its best hit reaches "gate" and "agreement" of its top 5 share that hit's category; else it

@@ -11,6 +11,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from catalog.models import Product
 from search import embedders
+from search.assistants import insight
 from search.embedders import SpaceUnavailable
 from search.indexing import enqueue
 from search.indexing.jobs import reindex_job_create, reindex_jobs_resume_stalled
@@ -72,4 +73,8 @@ def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, 
             for start in range(0, len(ids), batch):
                 enqueue.send(enqueue.IMAGES_EMBED_BATCH, ids[start : start + batch], space)
     reindex_jobs_resume_stalled()
+    if spaces is None:  # the periodic sweep, not staff's "sweep these spaces"
+        purged = insight.purge()
+        if purged:
+            logger.info("sweep: deleted %d recorded searches older than the retention", purged)
     return queued
