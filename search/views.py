@@ -129,7 +129,7 @@ def result_click(request: HttpRequest, token: str, product_id: int) -> HttpRespo
     product = get_object_or_404(Product.objects.published(), pk=product_id)
     response = HttpResponseRedirect(product.get_absolute_url())
     if TOKEN.fullmatch(token):
-        insight.after_response(response, lambda: insight.click_record(token=token, product_id=product.pk) and None)
+        insight.after_response(response, lambda: insight.click_record(token=token, product_id=product.pk))
     return response
 
 

@@ -63,7 +63,7 @@ def session_hash(request: HttpRequest, *, day: str | None = None) -> str:
     day = day or timezone.now().date().isoformat()
     who = str(request.session.session_key or "") if hasattr(request, "session") else ""
     who = who or f"{request.META.get('REMOTE_ADDR', '')}|{request.META.get('HTTP_USER_AGENT', '')[:200]}"
-    return hmac.new(settings.SECRET_KEY.encode(), f"{day}|{who}".encode(), hashlib.sha256).hexdigest()[:16]
+    return hmac.new(str(settings.SECRET_KEY).encode(), f"{day}|{who}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def new_token() -> str | None:
@@ -71,7 +71,7 @@ def new_token() -> str | None:
     return secrets.token_hex(16) if recording() else None
 
 
-def after_response(response: HttpResponse, work: Callable[[], None]) -> HttpResponse:
+def after_response(response: HttpResponse, work: Callable[[], object]) -> HttpResponse:
     """Run ``work`` when the server has sent the response (before Django's own end-of-request cleanup)."""
     close = response.close
 
