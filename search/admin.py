@@ -21,7 +21,7 @@ from django.utils.safestring import mark_safe
 
 from catalog import hooks
 from catalog.models import Product, ProductImage
-from search.admin_assistants import PossibleDuplicateAdmin  # noqa: F401 (registers it)
+from search.admin_assistants import PossibleDuplicateAdmin, suggestion_column  # noqa: F401 (registers it)
 from search.admin_insight import SearchEventAdmin  # noqa: F401 (registers it)
 from search.assistants import duplicates
 from search.indexing import enqueue, jobs, sweep, versions
@@ -271,3 +271,4 @@ def embedding_states(image: ProductImage) -> str:
 _product_admin = admin.site.get_model_admin(Product)
 _product_admin.actions = [*(_product_admin.actions or []), reindex]  # the action's name stays "reindex"
 hooks.image_admin_column_register(name="search", column=embedding_states)
+hooks.image_admin_column_register(name="suggestions", column=suggestion_column)

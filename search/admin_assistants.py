@@ -13,10 +13,10 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from catalog.models import Product
-from search.assistants import duplicates
+from catalog.models import Category, Product
+from search.assistants import duplicates, suggest
 from search.models import PossibleDuplicate
 
 
@@ -135,3 +135,30 @@ class PossibleDuplicateAdmin(admin.ModelAdmin):
             self.message_user(request, "Choose a decision and one of the two products.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:search_possibleduplicate_change", args=[pk]))
         return HttpResponseRedirect(listing)
+
+
+@admin.display(description="suggestions")
+def suggestion_column(image: Any) -> str:
+    """On a product's admin page, beside its primary picture: the suggested category (when it has none) and colour
+    (when it has none), each with an Accept button. The image table sits inside the product's form, so each button
+    posts that form to the accept view (``formaction``), as "Re-embed" does."""
+    if not image.pk or not image.is_primary:
+        return ""
+    product = image.product
+    choices: list[tuple[str, str, str]] = []
+    if not product.category_id:
+        votes = suggest.category_suggest(product=product)
+        category = Category.objects.filter(pk=votes[0].category_id).first() if votes else None
+        if category is not None:
+            choices.append(("category", category.path, f"{category.name} ({votes[0].confidence:.0%})"))
+    if not product.color:
+        colour = suggest.colour_suggest(image=image)
+        if colour:
+            choices.append(("colour", colour, colour))
+    if not choices:
+        return ""
+    url = reverse("search:suggestion_accept", args=[product.pk])
+    return format_html_join("", '<p class="vitrine-suggestion" data-suggestion="{}">suggested {}: {} <button '
+                            'type="submit" class="button" formaction="{}" formnovalidate name="suggestion" '
+                            'value="{}:{}">Accept</button></p>',
+                            ((kind, kind, label, url, kind, value) for kind, value, label in choices))  # fmt: skip

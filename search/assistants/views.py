@@ -25,6 +25,8 @@ def suggestion_accept(request: HttpRequest, product_id: int) -> HttpResponse:
     product = get_object_or_404(Product, pk=product_id)
     value = request.POST.get("value", "").strip()
     kind = request.POST.get("kind", "")
+    if "suggestion" in request.POST:  # a button inside the product's admin form: "kind:value"
+        kind, _, value = request.POST["suggestion"].partition(":")
     if kind == "category":
         category = Category.objects.filter(path=value).first()
         if category is None:

@@ -145,3 +145,28 @@ def test_evaluate_suggest_prints_accuracy_and_coverage_and_writes_the_report(cat
     assert "top-1 accuracy" in out.getvalue() and "confidence >=" in out.getvalue()
     html = (tmp_path / "suggestions.html").read_text()
     assert "Accuracy against coverage" in html and "<svg" in html
+
+
+@pytest.mark.django_db
+def test_the_product_admin_suggests_and_accepts_in_one_click(catalogue, staff_client):
+    fruit, _ = catalogue
+    newcomer = catalog_services.product_create(title="Cherry")
+    image = catalog_services.product_image_add(product=newcomer, file=(DEMO / "fruit-vegetables" / "cherry.png")
+                                               .read_bytes())  # fmt: skip
+    assert embedding.image_embed(image_id=image.pk, space="cnn") == "ok"
+    page = staff_client.get(f"/admin/catalog/product/{newcomer.pk}/change/").content.decode()
+    assert 'data-suggestion="category">suggested category: Fruit &amp; Vegetables (' in page
+    assert 'value="colour:red"' in page
+    response = staff_client.post(f"/staff/suggestions/{newcomer.pk}/accept/",
+                                 {"title": "ignored", "suggestion": f"category:{fruit.path}"})  # fmt: skip
+    assert response.status_code == 302 and response["Location"].endswith(f"/{newcomer.pk}/change/")
+    newcomer.refresh_from_db()
+    assert newcomer.category_id == fruit.pk and newcomer.title == "Cherry"
+    assert (
+        staff_client.post(f"/staff/suggestions/{newcomer.pk}/accept/", {"suggestion": "colour:plaid"}).status_code
+        == 400
+    )
+    assert (
+        'data-suggestion="category"'
+        not in staff_client.get(f"/admin/catalog/product/{newcomer.pk}/change/").content.decode()
+    )
