@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
@@ -47,7 +48,12 @@ def recording() -> bool:
     global _switch
     now = time.monotonic()
     if _switch is None or now - _switch[0] > SWITCH_CACHE_S:
-        row = InsightSwitch.objects.filter(pk=1).values_list("recording", flat=True).first()
+        try:
+            row = InsightSwitch.objects.filter(pk=1).values_list("recording", flat=True).first()
+        except DatabaseError as exc:  # never a failed search for the sake of its statistics
+            logger.warning("search insight is off for now: its switch cannot be read (%s)", exc)
+            _switch = (now, False)
+            return False
         _switch = (now, True if row is None else bool(row))
     return _switch[1]
 
