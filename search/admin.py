@@ -264,11 +264,12 @@ def embedding_states(image: ProductImage) -> str:
     # The inline sits inside the product's form: the button posts that form to the re-embed view instead.
     button = format_html('<button type="submit" class="button vitrine-reembed" formaction="{}" formnovalidate '
                          'name="reembed" value="{}">Re-embed</button>', url, image.pk)  # fmt: skip
-    return format_html('<ul class="vitrine-states">{}</ul>{}', rows, button)
+    # Beside the primary picture, the product's suggested category and colour when it has none (one column: the
+    # table has to fit the page).
+    return format_html('<ul class="vitrine-states">{}</ul>{}{}', rows, button, suggestion_column(image))
 
 
 # The catalogue's product admin knows nothing of vectors: search adds its action and its image column.
 _product_admin = admin.site.get_model_admin(Product)
 _product_admin.actions = [*(_product_admin.actions or []), reindex]  # the action's name stays "reindex"
 hooks.image_admin_column_register(name="search", column=embedding_states)
-hooks.image_admin_column_register(name="suggestions", column=suggestion_column)

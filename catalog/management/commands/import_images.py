@@ -102,6 +102,8 @@ class Command(BaseCommand):
         """Other apps' notes on the new pictures (search: look-alikes of existing products, category suggestions),
         one line each; with ``suggest``, categories are filled in where the confidence reaches ``threshold``."""
         images = [o.image for o in imported if o.image is not None]
+        if images:  # the models may load (or export) first: say what the command is doing meanwhile
+            self.stderr.write(f"Checking {len(images)} new picture(s) against the catalogue (--no-notes skips this) …")
         notes = hooks.upload_notes(images=images, names=["lookalikes", *(["suggestions"] if suggest else [])])
         names = {o.image.pk: o.name for o in imported if o.image is not None}
         if suggest:
