@@ -29,8 +29,8 @@ from catalog.hooks import UploadNote
 from catalog.models import Product, ProductImage
 from search.embedders import SpaceUnavailable
 from search.indexing.sources import ImageUnreadable, load_image_rgb
-from search.indexing.versions import space_load
-from search.models import PossibleDuplicate, SpaceState
+from search.indexing.versions import current_version, space_load
+from search.models import ImageEmbedding, PossibleDuplicate, SpaceState, SpaceVersion
 from search.vectorstores import get_store
 
 logger = logging.getLogger(__name__)
@@ -187,3 +187,29 @@ def annotate_counts(states: QuerySet[SpaceState]) -> QuerySet[SpaceState]:
 
     is_open = Q(status=PossibleDuplicate.Status.OPEN)
     return states.annotate(duplicates_open=count(is_open), duplicates_reviewed=count(~is_open))
+
+
+def duplicates_after_bulk(*, image_ids: Sequence[int], space: str) -> int:
+    """The sweep's batches embed what the upload path missed (a worker that was down): look for their duplicates
+    too, from the vectors just stored. Returns how many matches were recorded."""
+    if space not in thresholds() or not image_ids:
+        return 0
+    try:
+        return _after_bulk(image_ids=image_ids, space=space)
+    except Exception:
+        logger.exception("duplicate check of a batch of %d images in %s failed", len(image_ids), space)
+        return 0
+
+
+def _after_bulk(*, image_ids: Sequence[int], space: str) -> int:
+    version = current_version(space)
+    if version is None:
+        return 0
+    dimension = SpaceVersion.objects.filter(space=space, version=version).values_list("dimension", flat=True).first()
+    rows = (ImageEmbedding.objects.ok(space=space, version=version).filter(image_id__in=list(image_ids))
+            .values_list("image_id", "image__product_id", "vector"))  # fmt: skip
+    found = 0
+    for image_id, product_id, vector in rows:
+        found += duplicates_after_embed(image_id=image_id, product_id=product_id, space=space, version=version,
+                                        vector=np.asarray(vector, dtype=np.float32), dimension=int(dimension or 0))  # fmt: skip
+    return found

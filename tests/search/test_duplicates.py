@@ -185,3 +185,20 @@ def test_upload_page_and_import_say_which_existing_product_a_file_looks_like(sta
     assert "Imported 2 file(s)" in text and "Look-alikes (" in text
     assert "apple-small.jpg: looks like existing product “Apple”" in text
     assert "carrot.png" not in text.split("Look-alikes", 1)[1]
+
+
+@pytest.mark.django_db
+def test_the_sweeps_batches_find_duplicates_the_upload_path_missed(use_spaces):
+    from search.indexing import bulk
+
+    use_spaces("pixels", "cnn")
+    apple, image = _product_with("Apple", _picture("apple.png"))
+    again, copy = _product_with("Apple again", _reupload("apple.png", border=True))
+    _, other = _product_with("Banana", _picture("banana.png"))
+    ids = [image.pk, copy.pk, other.pk]
+    # The worker was down during the uploads: a sweep batch embeds them later, as images_embed_batch_task does.
+    assert bulk.images_embed_bulk(space="cnn", image_ids=ids, missing_only=True).processed == 3
+    assert duplicates.duplicates_after_bulk(image_ids=ids, space="cnn") == 2  # the pair, found from both sides
+    pair = PossibleDuplicate.objects.get()
+    assert (pair.product_low_id, pair.product_high_id) == (apple.pk, again.pk) and set(pair.scores) == {"cnn"}
+    assert duplicates.duplicates_after_bulk(image_ids=ids, space="text") == 0  # not a duplicate space
