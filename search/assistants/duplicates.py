@@ -209,7 +209,8 @@ def _after_bulk(*, image_ids: Sequence[int], space: str) -> int:
     rows = (ImageEmbedding.objects.ok(space=space, version=version).filter(image_id__in=list(image_ids))
             .values_list("image_id", "image__product_id", "vector"))  # fmt: skip
     found = 0
-    for image_id, product_id, vector in rows:
+    for image_id, product_id, stored in rows:
+        vector = np.asarray(stored, dtype=np.float32)
         found += duplicates_after_embed(image_id=image_id, product_id=product_id, space=space, version=version,
-                                        vector=np.asarray(vector, dtype=np.float32), dimension=int(dimension or 0))  # fmt: skip
+                                        vector=vector, dimension=int(dimension or 0))  # fmt: skip
     return found
