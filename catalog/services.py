@@ -381,3 +381,27 @@ def product_delete(*, product: Product) -> None:
         product.delete()
         signals.products_changed.send(sender=Product, product_ids=[product_id])
         transaction.on_commit(lambda: media.media_files_delete_unreferenced(names=names))
+
+
+def product_images_move(*, source: Product, target: Product, deactivate_source: bool = True) -> int:
+    """Move every image of ``source`` onto ``target`` (after its own, never as its primary unless it has none),
+    and hide ``source`` from shoppers: merging two listings of one product. Nothing is deleted, so a mistaken
+    merge can be undone by hand. Returns how many images moved."""
+    if source.pk == target.pk:
+        return 0
+    with transaction.atomic():
+        # Both products' image rows, locked in id order: two merges of the same pair wait for each other.
+        rows = list(ProductImage.objects.select_for_update().filter(product__in=[source, target]).order_by("pk"))
+        moving = [row for row in rows if row.product_id == source.pk]
+        kept = [row for row in rows if row.product_id == target.pk]
+        position = max((row.position for row in kept), default=-1) + 1
+        has_primary = any(row.is_primary for row in kept)
+        for offset, row in enumerate(moving):
+            row.product = target
+            row.position = position + offset
+            row.is_primary = not has_primary and offset == 0
+        ProductImage.objects.bulk_update(moving, ["product", "position", "is_primary"])
+        if deactivate_source:
+            Product.objects.filter(pk=source.pk).update(is_active=False)
+        signals.products_changed.send(sender=Product, product_ids=[source.pk, target.pk])
+    return len(moving)

@@ -124,10 +124,13 @@ def staff_upload(request: HttpRequest) -> HttpResponse:
         if len(imported) < len(outcomes):
             messages.warning(request, f"{len(outcomes) - len(imported)} file(s) were not added; see below.")
         status = 200 if imported else 400
+        # Other apps' notes on each new picture (search: "looks like existing product X", suggestions).
+        notes = hooks.upload_notes(images=[o.image for o in imported if o.image is not None])
+        rows = [(o, notes.get(o.image.pk, []) if o.image is not None else []) for o in outcomes]
         return render(
             request,
             "catalog/staff_upload.html",
-            {"form": StaffUploadForm(), "outcomes": outcomes, "target": target},
+            {"form": StaffUploadForm(), "outcomes": outcomes, "rows": rows, "target": target},
             status=status,
         )
     return render(request, "catalog/staff_upload.html", {"form": form}, status=400 if form.errors else 200)

@@ -21,6 +21,9 @@ from django.utils.safestring import mark_safe
 
 from catalog import hooks
 from catalog.models import Product, ProductImage
+from search.admin_assistants import PossibleDuplicateAdmin, suggestion_column  # noqa: F401 (registers it)
+from search.admin_insight import SearchEventAdmin  # noqa: F401 (registers it)
+from search.assistants import duplicates
 from search.indexing import enqueue, jobs, sweep, versions
 from search.models import RankingWeights, ReindexJob, SpaceState, SpaceVersion
 
@@ -40,7 +43,7 @@ def _unavailable(state: SpaceState) -> bool:
 
 @admin.register(SpaceState)
 class SpaceStateAdmin(admin.ModelAdmin):
-    list_display = ["key", "enabled", "status", "runs_on", "active_version", "counts", "checked"]
+    list_display = ["key", "enabled", "status", "runs_on", "active_version", "counts", "duplicates", "checked"]
     list_display_links = ["key"]
     ordering = ["key"]
     actions = ["sweep_now"]
@@ -56,7 +59,7 @@ class SpaceStateAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SpaceState]:
         _ensure_states()
-        return super().get_queryset(request).filter(key__in=list(settings.VITRINE_SPACES))
+        return duplicates.annotate_counts(super().get_queryset(request).filter(key__in=list(settings.VITRINE_SPACES)))
 
     @admin.display(boolean=True)
     def enabled(self, obj: SpaceState) -> bool:
@@ -91,6 +94,14 @@ class SpaceStateAdmin(admin.ModelAdmin):
     def counts(self, obj: SpaceState) -> str:
         c = versions.space_counts(obj.key)
         return f"{c.present} / {c.missing} / {c.stale} / {c.failed} of {c.total}"
+
+    @admin.display(description="possible duplicates")
+    def duplicates(self, obj: SpaceState) -> str:
+        if obj.key not in settings.VITRINE_DUPLICATE_THRESHOLDS:
+            return "—"
+        url = reverse("admin:search_possibleduplicate_changelist") + f"?space={obj.key}"
+        return format_html('<a href="{}">{} to review</a> / {} reviewed', url, getattr(obj, "duplicates_open", 0),
+                           getattr(obj, "duplicates_reviewed", 0))  # fmt: skip
 
     @admin.display(description="checked", ordering="checked_at")
     def checked(self, obj: SpaceState) -> str:
@@ -253,7 +264,9 @@ def embedding_states(image: ProductImage) -> str:
     # The inline sits inside the product's form: the button posts that form to the re-embed view instead.
     button = format_html('<button type="submit" class="button vitrine-reembed" formaction="{}" formnovalidate '
                          'name="reembed" value="{}">Re-embed</button>', url, image.pk)  # fmt: skip
-    return format_html('<ul class="vitrine-states">{}</ul>{}', rows, button)
+    # Beside the primary picture, the product's suggested category and colour when it has none (one column: the
+    # table has to fit the page).
+    return format_html('<ul class="vitrine-states">{}</ul>{}{}', rows, button, suggestion_column(image))
 
 
 # The catalogue's product admin knows nothing of vectors: search adds its action and its image column.

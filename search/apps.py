@@ -33,6 +33,7 @@ class SearchConfig(AppConfig):
         from celery.signals import worker_ready
 
         from catalog import hooks, signals
+        from search.assistants import duplicates, suggest
         from search.indexing import enqueue
         from search.panels import similar_products_panel
 
@@ -43,3 +44,5 @@ class SearchConfig(AppConfig):
         signals.category_changed.connect(enqueue.on_category_changed, dispatch_uid="search-category-changed")
         worker_ready.connect(_probe_spaces_when_worker_ready, dispatch_uid="search-probe-spaces")
         hooks.product_panel_register(name="similar", panel=similar_products_panel)
+        hooks.upload_assistant_register(name="lookalikes", assistant=duplicates.lookalike_notes)
+        hooks.upload_assistant_register(name="suggestions", assistant=suggest.suggestion_notes)

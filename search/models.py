@@ -323,3 +323,81 @@ class RankingWeights(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ranking}: {self.image_space} {self.image_weight:.2f} + {self.text_space} {self.text_weight:.2f}"
+
+
+class PossibleDuplicate(models.Model):
+    """Two products whose pictures look nearly identical in some image space (``search.assistants.duplicates``),
+    for staff to review. One row per pair of products, whichever of them was embedded first, the lower id first;
+    a pair staff called "not a duplicate" keeps its row (and its status), so it is never raised again."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "to review"
+        NOT_DUPLICATE = "not_duplicate", "not a duplicate"
+        MERGED = "merged", "merged"
+        HIDDEN = "hidden", "one hidden"
+
+    product_low = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    product_high = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    # The two pictures that matched best (set null if one goes: the pair and its decision stay).
+    image_low = models.ForeignKey(ProductImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    image_high = models.ForeignKey(ProductImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    scores = models.JSONField(default=dict, help_text="The best cosine of the pair in each space that flagged it.")
+    score = models.FloatField(help_text="The highest of those cosines.")
+    space = models.CharField(max_length=32, help_text="The space of the highest cosine.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    found_at = models.DateTimeField(auto_now_add=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-score", "-pk"]
+        verbose_name = "possible duplicate"
+        constraints = [
+            models.UniqueConstraint(fields=["product_low", "product_high"], name="possible_duplicate_unique_pair"),
+            models.CheckConstraint(
+                condition=Q(product_low__lt=models.F("product_high")), name="possible_duplicate_ordered_pair"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "-score"], name="possible_duplicate_status")]
+
+    def __str__(self) -> str:
+        return f"products {self.product_low_id} and {self.product_high_id} ({self.score:.3f} in {self.space})"
+
+
+class SearchEvent(models.Model):
+    """One shopper search (``search.assistants.insight``), written after the response: what was asked, how many
+    results and how good the best was, and which result was clicked. No personal data: ``session`` is a hash that
+    changes every day; rows older than ``VITRINE_INSIGHT_RETENTION_DAYS`` are deleted by the sweep."""
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "text"
+        PHOTO = "photo", "photo"
+
+    token = models.CharField(max_length=32, unique=True, help_text="Names the search in its result links.")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    query = models.CharField(max_length=200, blank=True, help_text="Lower-cased; empty for a photo.")
+    results = models.PositiveIntegerField()
+    top_score = models.FloatField(null=True, blank=True)
+    no_good_match = models.BooleanField(default=False)
+    session = models.CharField(max_length=16, help_text="Daily-rotated hash; never the same two days running.")
+    created_at = models.DateTimeField(db_index=True)
+    clicked_product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    clicked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "query", "created_at"], name="search_event_query")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} search {self.query!r}: {self.results} results"
+
+
+class InsightSwitch(models.Model):
+    """Staff's switch for recording searches (one row)."""
+
+    recording = models.BooleanField(default=True)
+    changed_at = models.DateTimeField(auto_now=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    def __str__(self) -> str:
+        return "recording searches" if self.recording else "not recording searches"

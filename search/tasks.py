@@ -19,6 +19,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from search.assistants import duplicates
 from search.embedders import SpaceUnavailable
 from search.indexing import bulk, embedding, enqueue, jobs, sweep, versions
 from search.vectorstores import get_store
@@ -75,11 +76,14 @@ def image_embed_task(self: Task, image_id: int, space: str, force: bool = False)
 def images_embed_batch_task(self: Task, image_ids: list[int], space: str) -> int:
     """Embed a batch of images (the sweep queues these)."""
     try:
-        return bulk.images_embed_bulk(space=space, image_ids=image_ids, missing_only=True).processed
+        processed = bulk.images_embed_bulk(space=space, image_ids=image_ids, missing_only=True).processed
     except SpaceUnavailable:
         return 0
     except TRANSIENT as exc:
         raise _retry(self, exc) from exc
+    # What the upload path missed, its near-duplicates included (never fails the batch: it logs).
+    duplicates.duplicates_after_bulk(image_ids=image_ids, space=space)
+    return processed
 
 
 @shared_task(name=enqueue.PRODUCT_EMBED, **COMMON, soft_time_limit=60, time_limit=90, max_retries=5)

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
 
 from catalog.models import Product
 from catalog.services import ImageRejected, query_image_inspect
@@ -17,6 +17,7 @@ from catalog.views import colour_links
 from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
+from search.assistants import insight
 from search.forms import FilterFields, PhotoSearchForm, SearchForm, sort_products
 from search.panels import staff_wants_why, why_toggle_url
 from search.querying import photo, similar, text
@@ -41,6 +42,8 @@ def search(request: HttpRequest) -> HttpResponse:
         return render(request, "search/search.html", context, status=400 if form.errors else 200)
     query = form.cleaned_data["q"].strip()
     outcome = text.text_search(query=query, k=MAX_RESULTS, filters=form.filters())
+    # Staff's own searches (testing the shop) are not the shoppers' demand.
+    track = None if request.user.is_staff else insight.new_token()
     hits = {hit.product_id: hit for hit in outcome.hits}
     products = sort_products(similar.products_in_order(list(hits)), form.cleaned_data.get("sort") or "relevance")
     page = Paginator(products, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
@@ -48,8 +51,22 @@ def search(request: HttpRequest) -> HttpResponse:
     querystring.pop("page", None)
     context.update(query=query, outcome=outcome, page=page, querystring=querystring.urlencode(), space=outcome.space,
                    results=[(p, _explain(hits[p.pk], outcome) if why else None) for p in page.object_list],
-                   colour_facet=_colour_facet(request, outcome, form.cleaned_data.get("color") or ""))  # fmt: skip
-    return render(request, "search/search.html", context)
+                   colour_facet=_colour_facet(request, outcome, form.cleaned_data.get("color") or ""),
+                   track=track)  # fmt: skip
+    response = render(request, "search/search.html", context)
+    if request.GET.get("page") in (None, "", "1"):  # the search, not each further page of it
+        return insight.record_after(response, request=request, token=track, kind="text", query=query,
+                                    results=len(outcome.hits), top_score=_cosine(outcome),
+                                    no_good_match=outcome.no_good_match)  # fmt: skip
+    return response
+
+
+def _cosine(outcome: text.SearchOutcome) -> float | None:
+    """The best hit's best cosine among the vector sources (a fused RRF score is not comparable across queries)."""
+    if not outcome.hits:
+        return None
+    cosines = [score for name, score in outcome.hits[0].sources.items() if name not in (text.TITLE, text.FULLTEXT)]
+    return max(cosines) if cosines else None
 
 
 def _colour_facet(request: HttpRequest, outcome: text.SearchOutcome, active: str) -> list[dict[str, object]]:
@@ -97,8 +114,23 @@ def _photo_search_post(request: HttpRequest) -> HttpResponse:
     products = similar.products_in_order([h.product_id for h in hits])
     scores = {h.product_id: h.score for h in hits}
     explain = (lambda p: f"similarity {scores[p.pk]:.3f} in {space}") if why else (lambda p: None)
-    context.update(space=space, searched=True, results=[(p, explain(p)) for p in products])
-    return render(request, "search/photo.html", context)
+    track = None if staff else insight.new_token()
+    context.update(space=space, searched=True, results=[(p, explain(p)) for p in products], track=track)
+    response = render(request, "search/photo.html", context)
+    return insight.record_after(response, request=request, token=track, kind="photo", query="", results=len(hits),
+                                top_score=hits[0].score if hits else None)  # fmt: skip
+
+
+TOKEN = re.compile(r"[0-9a-f]{32}")
+
+
+def result_click(request: HttpRequest, token: str, product_id: int) -> HttpResponse:
+    """A search result's link: record the click (after the redirect is sent) and go to the product."""
+    product = get_object_or_404(Product.objects.published(), pk=product_id)
+    response = HttpResponseRedirect(product.get_absolute_url())
+    if TOKEN.fullmatch(token):
+        insight.after_response(response, lambda: insight.click_record(token=token, product_id=product.pk))
+    return response
 
 
 @staff_member_required

@@ -309,6 +309,20 @@ VITRINE_ACTIVE_CACHE_S = env_float("VITRINE_ACTIVE_CACHE_S", 5.0)
 VITRINE_HYBRID_CATEGORY_PRIOR = env_float("VITRINE_HYBRID_CATEGORY_PRIOR", 0.0)
 # An image whose embedding keeps failing is marked failed after this many attempts.
 VITRINE_SIMILAR_K = env_int("VITRINE_SIMILAR_K", 8)
+# Near-duplicates (search.assistants.duplicates): two products' pictures whose cosine in one of these image spaces
+# reaches its threshold are recorded as a possible duplicate for staff to review. Chosen with
+# `manage.py benchmark --duplicates` on the demo catalogue (docs/assistants.md); a space not listed is not used.
+# Category suggestions (search.assistants.suggest): the vote of the K nearest products by picture and by title and
+# description; `import_images --suggest-categories` applies those at or above MIN_CONFIDENCE. Chosen with
+# `manage.py evaluate --suggest` (docs/assistants.md).
+VITRINE_SUGGEST: dict[str, float] = env_json(
+    "VITRINE_SUGGEST", {"K": 10, "POWER": 4.0, "IMAGE_WEIGHT": 1.0, "TEXT_WEIGHT": 2.0, "MIN_CONFIDENCE": 0.4}
+)
+# Search insight (search.assistants.insight): searches are kept this many days, then the sweep deletes them; a text
+# search whose best fused score is below WEAK_SCORE counts as weak on the dashboard.
+VITRINE_INSIGHT_RETENTION_DAYS = env_int("VITRINE_INSIGHT_RETENTION_DAYS", 90)
+VITRINE_INSIGHT_WEAK_SCORE = env_float("VITRINE_INSIGHT_WEAK_SCORE", 0.3)
+VITRINE_DUPLICATE_THRESHOLDS: dict[str, float] = env_json("VITRINE_DUPLICATE_THRESHOLDS", {"cnn": 0.9, "pixels": 0.97})
 # Text search, per source (search.querying.text): a vector source answers when the query shares a word with the
 # catalogue, or when its best hit reaches "gate" and "agreement" of its top 5 share that hit's category; else it
 # abstains (all abstain: "no good match"). Hits below "floor" are dropped; "weight" is the source's share in the

@@ -8,6 +8,7 @@ import numpy as np
 
 from catalog.models import Product, ProductImage
 from search import embedders
+from search.assistants.duplicates import duplicates_after_embed
 from search.embedders import SpaceUnavailable
 from search.indexing.colouring import image_colours_compute, image_colours_save, images_without_colours
 from search.indexing.sources import ImageUnreadable, load_image_rgb, product_text, product_text_hash
@@ -89,6 +90,8 @@ def image_embed(*, image_id: int, space: str, force: bool = False) -> str:
     vectors = validate_vectors(embedder.encode_batch([embedder.preprocess(rgb)]), dimension=embedder.dimension)
     get_store().upsert_images(space=space, version=version, items=[(image_id, vectors[0])])
     version_activate_if_complete(space=space)
+    duplicates_after_embed(image_id=image_id, product_id=image.product_id, vector=vectors[0], space=space,
+                           version=version, dimension=embedder.dimension)  # fmt: skip
     return "ok"
 
 

@@ -12,6 +12,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from catalog.models import Product
 from search import embedders
+from search.assistants import insight
 from search.embedders import SpaceUnavailable
 from search.indexing import enqueue
 from search.indexing.jobs import reindex_job_create, reindex_jobs_resume_stalled
@@ -75,4 +76,8 @@ def sweep(*, spaces: Sequence[str] | None = None, batch: int = 64) -> dict[str, 
                 enqueue.send(enqueue.IMAGES_EMBED_BATCH, ids[start : start + batch], space)
     reindex_jobs_resume_stalled()
     retune_grown()  # a search breadth measured on half the vectors may no longer reach its recall target
+    if spaces is None:  # the periodic sweep, not staff's "sweep these spaces"
+        purged = insight.purge()
+        if purged:
+            logger.info("sweep: deleted %d recorded searches older than the retention", purged)
     return queued

@@ -32,7 +32,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from catalog.models import ProductImage
 from search.embedders import SpaceUnavailable
 from search.indexing import versions
-from search.lab.benchmarks import load, memory, pipeline, quality, runtimes, stores, synthetic
+from search.lab.benchmarks import duplicates, load, memory, pipeline, quality, runtimes, stores, synthetic
 from search.querying import similar
 from search.querying.similar import HYBRID
 
@@ -80,6 +80,20 @@ class Command(BaseCommand):
                               help=f"Comma-separated, of {', '.join(runtimes.BACKENDS)}.")  # fmt: skip
         runtime_args.add_argument("--query-trials", type=int, default=50, help="Query embeddings timed per backend.")
         runtime_args.add_argument("--json-out", type=Path, help="Write the --runtimes figures here as JSON.")
+        dup_args = parser.add_argument_group("near-duplicate detection (--duplicates)")
+        dup_args.add_argument(
+            "--duplicates",
+            action="store_true",
+            help="Precision and recall of duplicate detection per transformation of the pictures.",
+        )
+        dup_args.add_argument("--root", type=Path, default=Path("demo"), help="Catalogue folder (default demo).")
+        dup_args.add_argument("--manifest", type=Path, help="Its manifest (default ROOT/manifest.csv if present).")
+        dup_args.add_argument("--sample", type=int, default=80, help="Pictures transformed (default 80).")
+        dup_args.add_argument(
+            "--dup-spaces",
+            default=",".join(settings.VITRINE_DUPLICATE_THRESHOLDS),
+            help="Comma-separated image spaces to measure.",
+        )
         store_args = parser.add_argument_group("vector stores (search.lab.benchmarks.stores)")
         store_args.add_argument("--stores", help="Compare vector stores on synthetic vectors: a comma list of "
                             "exact,pgvector,halfvec,milvus (milvus-lite),milvus-server (the embedded Milvus "
@@ -106,6 +120,16 @@ class Command(BaseCommand):
                **options: Any) -> None:  # fmt: skip
         if options.get("stores"):
             self._stores(options, dim=dim, queries=queries or 200, json_path=json_path)
+            return
+        if options.get("duplicates"):
+            root: Path = options["root"]
+            manifest = options.get("manifest") or (root / "manifest.csv" if (root / "manifest.csv").exists() else None)
+            found = duplicates.run(spaces=[s.strip() for s in options["dup_spaces"].split(",") if s.strip()],
+                                   root=root, manifest=manifest, sample=options["sample"],
+                                   thresholds=settings.VITRINE_DUPLICATE_THRESHOLDS, log=self.stderr.write,
+                                   out=self.stdout.write)  # fmt: skip
+            if json_path:
+                json_path.write_text(json.dumps(found, indent=2, default=str))
             return
         figures: dict[str, Any] = {"cores": os.cpu_count()}
         if options.get("memory"):

@@ -58,6 +58,11 @@ class Command(BaseCommand):
         parser.add_argument("--calibrate", action="store_true",
                             help="Also print each text-search source's best scores on positive and negative queries, "
                                  "from which VITRINE_TEXT_CALIBRATION's gates are chosen.")  # fmt: skip
+        parser.add_argument(
+            "--suggest",
+            action="store_true",
+            help="Category suggestions, leave-one-out: top-1/top-3 accuracy, accuracy vs coverage.",
+        )
         parser.add_argument("--report", type=Path, default=None, metavar="DIR",
                             help="Write an HTML report (charts, neighbour grids, worst queries) into DIR.")  # fmt: skip
         parser.add_argument("--json", action="store_true", dest="as_json",
@@ -70,6 +75,9 @@ class Command(BaseCommand):
             raise CommandError("--k must be at least 1")
         if tune:
             self._tune(k=k, folds=folds, as_json=as_json)
+            return
+        if options.get("suggest"):
+            self._suggest(report=report, as_json=as_json)
             return
         if space is None:
             raise CommandError("give --space KEY|hybrid|all, or --tune hybrid")
@@ -134,6 +142,23 @@ class Command(BaseCommand):
             self.stdout.write("")
             for line in quality.lines():
                 self.stdout.write(line)
+
+    def _suggest(self, *, report: Path | None, as_json: bool) -> None:
+        from search.lab import suggestions
+
+        try:
+            result = suggestions.evaluate_suggestions(log=self.stderr.write)
+        except suggestions.NothingToSuggest as exc:
+            raise CommandError(str(exc)) from None
+        if as_json:
+            self.stdout.write(json.dumps(result.as_dict()))
+        else:
+            for line in result.lines():
+                self.stdout.write(line)
+        if report is not None:
+            page = suggestions.report_write(directory=report, result=result)
+            if not as_json:
+                self.stdout.write(f"report: {page}")
 
     @staticmethod
     def _json(space: str, k: int, results: list[EvaluationResult], skipped: list[Skipped],

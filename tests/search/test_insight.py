@@ -1,0 +1,138 @@
+"""Search insight: searches recorded after the response, clicks through the result links, the staff dashboard,
+the switch, and the retention the sweep enforces."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.signals import request_finished
+from django.db import close_old_connections
+from django.test import Client, RequestFactory
+from django.urls import reverse
+from django.utils import timezone
+
+from catalog import services as catalog_services
+from search import views
+from search.assistants import insight
+from search.indexing import embedding, sweep
+from search.models import SearchEvent
+from tests.factories import upload
+
+DEMO = Path(__file__).resolve().parents[2] / "demo" / "images" / "fruit-vegetables"
+LINK = re.compile(r'href="(/search/go/([0-9a-f]{32})/(\d+)/)"')
+
+
+@pytest.fixture
+def shop(use_spaces):  # type: ignore[no-untyped-def]
+    use_spaces("cnn")
+    insight._switch = None
+    products = []
+    for title, name in (("Enamel kettle", "apple.png"), ("Steel kettle", "banana.png"), ("Red apple", "apple.png")):
+        product = catalog_services.product_create(title=title, description=f"A {title.lower()}.", price=10)
+        if title != "Red apple":
+            image = catalog_services.product_image_add(product=product, file=(DEMO / name).read_bytes())
+            assert embedding.image_embed(image_id=image.pk, space="cnn") == "ok"
+        products.append(product)
+    return products
+
+
+@pytest.mark.django_db
+def test_a_search_is_recorded_after_the_response_and_its_click_counted(shop):
+    client = Client()
+    request = RequestFactory().get("/search/", {"q": "kettle"})
+    request.user = AnonymousUser()
+    request.session = SessionStore()
+    response = views.search(request)
+    assert response.status_code == 200 and not SearchEvent.objects.exists()  # nothing written before it is sent
+    # What the server does once the shopper has the page (without Django closing the test's connection).
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
+    event = SearchEvent.objects.get()
+    assert (event.kind, event.query, event.results) == ("text", "kettle", 2) and len(event.session) == 16
+
+    html = client.get("/search/", {"q": "Kettle"}).content.decode()
+    links = LINK.findall(html)
+    assert len(links) == 2 and "Enamel kettle" in html
+    url, token, product_id = links[0]
+    clicked = client.get(url)
+    assert clicked.status_code == 302 and clicked["Location"].startswith("/products/")
+    client.get(url)  # a second click on the same search counts once
+    event = SearchEvent.objects.get(token=token)
+    assert event.clicked_product_id == int(product_id) and event.clicked_at is not None
+    assert client.get(f"/search/go/{token}/999999/").status_code == 404
+    assert client.get(f"/search/go/not-a-token/{shop[0].pk}/").status_code == 302  # still goes, records nothing
+
+
+@pytest.mark.django_db
+def test_the_dashboard_shows_top_and_weak_queries_click_through_and_the_trend(shop, staff_client):
+    client = Client()  # a shopper (staff_client is logged in)
+    for query in ("kettle", "kettle", "zebra"):
+        html = client.get("/search/", {"q": query}).content.decode()
+    url = LINK.findall(client.get("/search/", {"q": "kettle"}).content.decode())[0][0]
+    client.get(url)
+    with open(DEMO / "apple.png", "rb") as fh:
+        client.post(reverse("search:photo"), {"image": upload("q.png", fh.read())})
+    assert "No close match" in html or "Nothing matches" in html
+    assert SearchEvent.objects.filter(kind="photo").count() == 1
+    page = staff_client.get(reverse("admin:search_searchevent_changelist")).content.decode()
+    top = page.split("data-top-queries", 1)[1].split("</table>", 1)[0]
+    assert re.search(r"<td>kettle</td><td>3</td><td>1</td><td>0\.33</td>", top), top
+    weak = page.split("data-weak-queries", 1)[1].split("</table>", 1)[0]
+    assert "<td>zebra</td>" in weak and "<td>kettle</td>" not in weak
+    assert "5 searches (1 by photo)" in page
+    assert page.count('data-value="5"') == 1  # today's bar: five searches; the SVG is drawn here, no script
+    assert "<script" not in page.split('id="content-main"', 1)[1]
+    # Staff's own searches are not demand.
+    staff_client.get("/search/", {"q": "kettle"})
+    assert SearchEvent.objects.count() == 5
+
+
+@pytest.mark.django_db
+def test_staff_can_switch_recording_off_and_result_links_go_direct(shop, staff_client):
+    client = Client()
+    staff_client.post(reverse("admin:search_searchevent_recording"), {"recording": "0"})
+    html = client.get("/search/", {"q": "kettle"}).content.decode()
+    assert not SearchEvent.objects.exists() and not LINK.findall(html) and shop[0].get_absolute_url() in html
+    assert 'data-recording="off"' in staff_client.get(reverse("admin:search_searchevent_changelist")).content.decode()
+    staff_client.post(reverse("admin:search_searchevent_recording"), {"recording": "1"})
+    client.get("/search/", {"q": "kettle"})
+    assert SearchEvent.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_sweep_deletes_searches_older_than_the_retention(settings, use_spaces):
+    use_spaces("pixels")
+    settings.VITRINE_INSIGHT_RETENTION_DAYS = 30
+    now = timezone.now()
+    for days, token in ((31, "a" * 32), (29, "b" * 32)):
+        SearchEvent.objects.create(token=token, kind="text", query="old", results=0, session="x",
+                                   created_at=now - timedelta(days=days))  # fmt: skip
+    sweep.sweep()
+    assert list(SearchEvent.objects.values_list("token", flat=True)) == ["b" * 32]
+    assert insight.session_hash(RequestFactory().get("/"), day="2026-01-01") != insight.session_hash(
+        RequestFactory().get("/"), day="2026-01-02")  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_search_never_fails_for_its_statistics(shop):
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # the insight tables are gone (a migration not run yet, say)
+        cursor.execute("ALTER TABLE search_insightswitch RENAME TO search_insightswitch_away")
+    try:
+        insight._switch = None
+        response = Client().get("/search/", {"q": "kettle"})
+        assert response.status_code == 200 and "Enamel kettle" in response.content.decode()
+        assert not LINK.findall(response.content.decode())  # links go direct, nothing recorded
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE search_insightswitch_away RENAME TO search_insightswitch")
+        insight._switch = None
