@@ -125,7 +125,12 @@ class PossibleDuplicateAdmin(admin.ModelAdmin):
             duplicates.duplicate_dismiss(pair=pair, user=request.user)
             self.message_user(request, "Marked as not a duplicate; this pair will not be shown again.")
         elif decision == "merge" and chosen is not None:
-            moved = duplicates.duplicate_merge(pair=pair, keep=chosen, user=request.user)
+            try:
+                moved = duplicates.duplicate_merge(pair=pair, keep=chosen, user=request.user)
+            except duplicates.AlreadyMerged:
+                self.message_user(request, "This pair was merged already (by someone else); nothing changed.",
+                                  messages.WARNING)  # fmt: skip
+                return HttpResponseRedirect(listing)
             self.message_user(request, f"{moved} picture(s) moved onto “{chosen.title}”; the other product is hidden.",
                               messages.SUCCESS)  # fmt: skip
         elif decision == "hide" and chosen is not None:

@@ -152,12 +152,22 @@ def _reviewed(pair: PossibleDuplicate, status: str, user: object | None) -> None
                                                         reviewed_by=user)  # fmt: skip
 
 
+class AlreadyMerged(ValueError):
+    """Another staff member merged this pair first."""
+
+
 def duplicate_merge(*, pair: PossibleDuplicate, keep: Product, user: object | None = None) -> int:
-    """Move the other product's pictures onto ``keep`` and hide the other product. Returns pictures moved."""
+    """Move the other product's pictures onto ``keep`` and hide the other product. Returns pictures moved.
+
+    The pair's row is locked first: two staff merging one pair at once, each keeping another product, would
+    otherwise move the pictures back and forth and hide both products. The second is refused."""
     other_id = pair.product_high_id if keep.pk == pair.product_low_id else pair.product_low_id
     if keep.pk not in (pair.product_low_id, pair.product_high_id):
         raise ValueError("the product to keep is not one of the pair")
     with transaction.atomic():
+        status = PossibleDuplicate.objects.select_for_update().filter(pk=pair.pk).values_list("status", flat=True)
+        if status.first() == PossibleDuplicate.Status.MERGED:
+            raise AlreadyMerged("this pair was merged already")
         moved = catalog_services.product_images_move(source=Product.objects.get(pk=other_id), target=keep)
         _reviewed(pair, PossibleDuplicate.Status.MERGED, user)
     return moved

@@ -124,6 +124,38 @@ def test_not_a_duplicate_is_remembered_and_never_shown_again(staff_client):
     assert "Blue map pin" not in listing
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_merging_one_pair_at_once_each_keeping_the_other_leave_one_product_visible():
+    """Without the pair's lock, A's merge moved B's pictures onto A and hid B, then B's merge moved them all
+    back onto B and hid A: both products hidden, every picture on a hidden product."""
+    a, image_a = _product_with("Apple", _picture("apple.png"))
+    b, image_b = _product_with("Apple again", _reupload("apple.png"))
+    duplicates.duplicates_record(image_id=image_b.pk, product_id=b.pk, space="cnn",
+                                 matches=[duplicates.Match(image_a.pk, a.pk, 0.97)])  # fmt: skip
+    pair = PossibleDuplicate.objects.get()
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def merge(keep: Product) -> None:
+        try:
+            barrier.wait()
+            outcomes.append(duplicates.duplicate_merge(pair=pair, keep=keep))
+        except duplicates.AlreadyMerged as exc:
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=merge, args=(keep,)) for keep in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(type(o).__name__ for o in outcomes) == ["AlreadyMerged", "int"], outcomes
+    visible = list(Product.objects.filter(pk__in=[a.pk, b.pk], is_active=True))
+    assert len(visible) == 1
+    assert set(ProductImage.objects.values_list("product_id", flat=True)) == {visible[0].pk}
+
+
 @pytest.mark.django_db
 def test_merge_moves_the_pictures_onto_the_kept_product_and_hide_hides_one(staff_client):
     keep, image_keep = _product_with("Apple", _picture("apple.png"))

@@ -86,7 +86,7 @@ def test_a_product_gets_its_look_alikes_category_itself_excluded(catalogue):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_suggestion_is_shown_on_the_upload_page_and_accepted_in_one_click(catalogue, page, live_server):
+def test_a_suggestion_is_shown_on_the_upload_page_and_accepted_in_one_click(catalogue, page, live_server, screenshot):
     fruit, _ = catalogue
     user = get_user_model().objects.create_user("staff", password="pw-staff-123", is_staff=True, is_superuser=True)
     client = Client()
@@ -100,6 +100,10 @@ def test_a_suggestion_is_shown_on_the_upload_page_and_accepted_in_one_click(cata
     page.wait_for_selector(".outcomes")
     note = page.locator("[data-note=category]")
     assert "suggested category: Fruit & Vegetables" in note.inner_text()
+    screenshot(page, "upload-suggestion")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "upload-suggestion-390")
+    page.set_viewport_size({"width": 1280, "height": 900})
     product = Product.objects.get(title="Cherry")
     assert product.category_id is None
     note.get_by_role("button", name="Accept").click()
