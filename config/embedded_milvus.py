@@ -9,7 +9,15 @@ into ``$VITRINE_HOME/milvus-server/bin`` and the server is run here, with its ow
 * embedded etcd and RocksMQ, local storage: all state under ``$VITRINE_HOME/milvus-server``;
 * every port chosen free on 127.0.0.1 the first time and kept in ``ports.json`` (reused
   while free, so a restarted server answers on the same URI), every component
-  advertising 127.0.0.1; the REST proxy is off.
+  advertising 127.0.0.1; the REST proxy is off;
+* authentication on: at the first start of a home, root's well-known default password is
+  replaced by a random one kept in ``milvus-server/root-password`` (mode 600), which every
+  client of this home sends (:attr:`EmbeddedMilvus.token`). Milvus 2.3.5 has no setting for
+  the address its gRPC servers listen on: they listen on every interface (etcd is on
+  127.0.0.1). The password closes the client port (the proxy, the only port Vitrine uses); the
+  coordinators' and nodes' internal ports stay reachable from the network, so on a host
+  others can reach, firewall them or use a Milvus cluster by ``VITRINE_MILVUS_URI``
+  (``manage.py embedded status`` lists them).
 
 The lifecycle (one inter-process lock, handles per process, the last one out stops
 the server, ``manage.py embedded status``) is the one of the embedded PostgreSQL
@@ -25,6 +33,7 @@ import logging
 import lzma
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -43,6 +52,9 @@ STOP_TIMEOUT_S = 15.0
 PORT_KEYS = ("etcd_port", "etcd_peer_port", "root_coord_port", "proxy_port", "proxy_internal_port", "query_coord_port",
              "query_node_port", "index_coord_port", "index_node_port", "data_coord_port", "data_node_port",
              "metrics_port")  # fmt: skip
+ROOT_USER = "root"
+DEFAULT_ROOT_PASSWORD = "Milvus"  # what Milvus 2.3 creates its root user with: replaced at the first start
+AUTH_READY_TIMEOUT_S = 60.0
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)(?:\(\w+\))?\s*(?::\s*([^}]*?))?\s*\}\}")
 
 
@@ -77,8 +89,9 @@ def _port_free(port: int) -> bool:
 
 def render_config(template: str, values: dict[str, object], *, etcd_config: Path) -> str:
     """The wheel's template with our values (defaults where we give none): every component on 127.0.0.1, the
-    embedded etcd configured by ``etcd_config`` (its own ports), the REST proxy off, and a short graceful stop
-    (a standalone query node otherwise waits for its segments to move to another node that never comes)."""
+    embedded etcd configured by ``etcd_config`` (its own ports), the REST proxy off, authentication on, and a short
+    graceful stop (a standalone query node otherwise waits for its segments to move to another node that never
+    comes)."""
 
     def fill(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -95,6 +108,9 @@ def render_config(template: str, values: dict[str, object], *, etcd_config: Path
         "\n  use:\n    embed: true", f"\n  config:\n    path: {etcd_config}\n  use:\n    embed: true", 1
     )
     text = re.sub(r"gracefulStopTimeout: \d+", "gracefulStopTimeout: 3", text)
+    text, turned_on = re.subn(r"authorizationEnabled: false", "authorizationEnabled: true", text)
+    if not turned_on:
+        raise EmbeddedServiceError("milvus config template: no authorizationEnabled setting to turn on")
     text = text.replace("\nqueryNode:\n", "\nqueryNode:\n  gracefulStopTimeout: 0\n", 1)
     return re.sub(r"(\n  http:\n    enabled:) true", r"\1 false", text)
 
@@ -111,6 +127,7 @@ class EmbeddedMilvus(EmbeddedService):
         self.state_path = self.run_dir / "milvus.json"
         self.ports_path = self.root / "ports.json"
         self.log_path = self.root / "logs" / "milvus.log"
+        self.password_path = self.root / "root-password"
 
     # -- state -------------------------------------------------------------------------------------
     def _state(self) -> dict[str, object] | None:
@@ -151,6 +168,29 @@ class EmbeddedMilvus(EmbeddedService):
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        """What a client of this home sends (pymilvus ``token``): root and the password of this home's server."""
+        try:
+            password = self.password_path.read_text().strip()
+        except FileNotFoundError:
+            raise EmbeddedServiceError(f"embedded Milvus under {self.root} has not been started yet") from None
+        return f"{ROOT_USER}:{password}"
+
+    def exposed_ports(self) -> list[int]:
+        """The ports the running server listens on at every interface (Milvus 2.3.5's internal gRPC servers)."""
+        import psutil
+
+        state = self._state()
+        if state is None:
+            return []
+        try:
+            listening = psutil.Process(int(str(state["pid"]))).net_connections(kind="inet")
+        except (psutil.Error, OSError):
+            return []
+        wildcard = ("0.0.0.0", "::", "")
+        return sorted({c.laddr.port for c in listening if c.status == psutil.CONN_LISTEN and c.laddr.ip in wildcard})
 
     def _healthy(self, metrics_port: int) -> bool:
         try:
@@ -227,12 +267,66 @@ class EmbeddedMilvus(EmbeddedService):
             if process.poll() is not None:
                 break
             if self._healthy(ports["metrics_port"]):
+                try:
+                    self._secure(f"http://127.0.0.1:{ports['proxy_port']}")
+                except Exception:
+                    self._kill(process.pid)
+                    self.state_path.unlink(missing_ok=True)
+                    raise
                 logger.info("embedded Milvus ready on 127.0.0.1:%s (pid %s)", ports["proxy_port"], process.pid)
                 return
             time.sleep(0.5)
         self._kill(process.pid)
         self.state_path.unlink(missing_ok=True)
         raise EmbeddedServiceError(f"embedded Milvus did not start within {START_TIMEOUT_S:.0f} s; see {self.log_path}")
+
+    def _secure(self, uri: str) -> None:
+        """Root's password: this home's (``root-password``, mode 600) works, or the server still has the default one
+        (its first start), which is then replaced by a random one. The new password is written to
+        ``root-password.new`` before the server is told, so a start interrupted in between finds it again."""
+        pending = self.password_path.with_name(self.password_path.name + ".new")
+        candidates = [path.read_text().strip() for path in (self.password_path, pending) if path.exists()]
+        for password in candidates:
+            if self._login(uri, password):
+                _write_secret(self.password_path, password)
+                pending.unlink(missing_ok=True)
+                return
+        if not self._login(uri, DEFAULT_ROOT_PASSWORD):
+            raise EmbeddedServiceError(
+                f"embedded Milvus under {self.root} refuses this home's root password ({self.password_path}); "
+                "restore that file, or remove the milvus-server folder to start with an empty Milvus"
+            )
+        password = candidates[-1] if candidates else secrets.token_urlsafe(24)
+        _write_secret(pending, password)
+        client = _client(uri, f"{ROOT_USER}:{DEFAULT_ROOT_PASSWORD}")
+        try:
+            client.update_password(ROOT_USER, DEFAULT_ROOT_PASSWORD, password)
+        finally:
+            client.close()
+        pending.replace(self.password_path)
+        logger.info("embedded Milvus: root's default password replaced; kept in %s", self.password_path)
+
+    def _login(self, uri: str, password: str) -> bool:
+        """Whether root gets in with ``password``; waits while the proxy is still starting."""
+        import grpc
+        from pymilvus import MilvusException
+
+        deadline = time.monotonic() + AUTH_READY_TIMEOUT_S
+        while True:
+            client = None
+            try:
+                client = _client(uri, f"{ROOT_USER}:{password}")
+                client.list_collections()
+                return True
+            except (MilvusException, grpc.RpcError) as exc:
+                if _refused(exc):
+                    return False
+                if time.monotonic() > deadline:
+                    raise EmbeddedServiceError(f"embedded Milvus does not answer on {uri}: {exc}") from exc
+                time.sleep(0.5)
+            finally:
+                if client is not None:
+                    client.close()
 
     def _stop(self) -> None:
         state = self._state()
@@ -253,6 +347,34 @@ class EmbeddedMilvus(EmbeddedService):
                     return
                 time.sleep(0.1)
         logger.warning("embedded Milvus (pid %s) did not stop", pid)
+
+
+def _client(uri: str, token: str):  # type: ignore[no-untyped-def]
+    from pymilvus import MilvusClient
+
+    return MilvusClient(uri=uri, token=token, timeout=10)
+
+
+def _refused(exc: BaseException) -> bool:
+    """A login the server answered with no (gRPC UNAUTHENTICATED, which pymilvus wraps), not a server still starting."""
+    import grpc
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, grpc.RpcError) and seen.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """``text`` in ``path``, readable by this user only, never briefly readable by others."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+    partial.replace(path)
 
 
 def in_use() -> bool:

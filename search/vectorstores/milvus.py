@@ -81,19 +81,19 @@ class MilvusStore(VectorStore):
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
+                token = str(settings.VITRINE_MILVUS_TOKEN or "")
                 if self.is_embedded:
-                    self.uri = self._embedded_uri()
+                    self.uri, token = self._embedded_uri()
                 elif self.is_lite:
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-                token = str(settings.VITRINE_MILVUS_TOKEN or "")
                 self._client = self.pymilvus.MilvusClient(uri=self.uri, token=token,
                                                           timeout=float(settings.VITRINE_MILVUS_TIMEOUT_S))  # fmt: skip
             return self._client
 
-    def _embedded_uri(self) -> str:
-        """The embedded server's URI. The first connection of a process starts the server if needed and waits for
-        it; so does every write (a worker's retry restarts a server that died), and the process holds the server
-        until it exits. A read after the server died never waits for the restart: it starts one in the background
+    def _embedded_uri(self) -> tuple[str, str]:
+        """The embedded server's URI and token. The first connection of a process starts the server if needed and
+        waits for it; so does every write (a worker's retry restarts a server that died), and the process holds the
+        server until it exits. A read after the server died never waits for the restart: it starts one in the background
         and answers :class:`StoreUnavailable` (a 503) meanwhile."""
         from config import embedded_milvus
 
@@ -103,7 +103,7 @@ class MilvusStore(VectorStore):
             raise StoreUnavailable("the embedded Milvus server is starting")
         server.ensure_running()
         self._connected = True
-        return server.uri
+        return server.uri, server.token
 
     def _writing(self, call: Callable[[], _T]) -> _T:
         """A write that fails drops the connection, so the task's retry connects afresh (and restarts the embedded

@@ -225,6 +225,8 @@ def test_rundemo_on_milvus_shares_one_embedded_server_and_stops_it(tmp_path, dem
     come from it; Ctrl-C stops everything, Milvus included."""
     from pymilvus import MilvusClient
 
+    from config import embedded_milvus
+
     home = tmp_path / "home"
     demo = Demo(
         home,
@@ -242,7 +244,7 @@ def test_rundemo_on_milvus_shares_one_embedded_server_and_stops_it(tmp_path, dem
                                 timeout=120)  # fmt: skip
         line = next(line for line in status.stdout.splitlines() if line.startswith("milvus"))
         uri = line.split(" on ")[1].split()[0]
-        client = MilvusClient(uri=uri, timeout=30)
+        client = MilvusClient(uri=uri, token=embedded_milvus.milvus(home).token, timeout=30)
 
         def rows() -> int:
             names = [n for n in client.list_collections() if n.startswith("vitrine_pixels_")]

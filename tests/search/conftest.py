@@ -80,7 +80,7 @@ def milvus_prefix(settings, milvus_server) -> Iterator[str]:  # type: ignore[no-
         return  # a test that stopped the server leaves nothing to drop
     from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=milvus_server.uri, timeout=30)
+    client = MilvusClient(uri=milvus_server.uri, token=milvus_server.token, timeout=30)
     try:
         for name in client.list_collections():
             if name.startswith(prefix + "_"):
@@ -96,7 +96,8 @@ def vector_store(request, settings, tmp_path):  # type: ignore[no-untyped-def]
     settings.VITRINE_VECTOR_STORE = STORES[request.param]
     settings.VITRINE_MILVUS_URI = str(tmp_path / "milvus.db")
     if request.param == "milvus-server":
-        settings.VITRINE_MILVUS_URI = request.getfixturevalue("milvus_server").uri
+        server = request.getfixturevalue("milvus_server")
+        settings.VITRINE_MILVUS_URI, settings.VITRINE_MILVUS_TOKEN = server.uri, server.token
         request.getfixturevalue("milvus_prefix")
     get_store.cache_clear()
     store = get_store()

@@ -60,6 +60,25 @@ def test_render_config_binds_everything_to_localhost_and_turns_rest_off(tmp_path
     assert f"path: {tmp_path / 'embedEtcd.yaml'}" in text
     assert "\n  http:\n    enabled: false" in text
     assert "gracefulStopTimeout: 1800" not in text
+    assert "authorizationEnabled: true" in text and "authorizationEnabled: false" not in text
+
+
+def test_embedded_server_admits_only_this_homes_password(milvus_server):
+    """Authentication is on and root's well-known default password is gone: no password, the default one or a wrong
+    one is refused; the home's password (a file only its user can read) is let in."""
+    import grpc
+    from pymilvus import MilvusClient, MilvusException
+
+    assert milvus_server.password_path.stat().st_mode & 0o777 == 0o600
+    for token in ("", "root:Milvus", "root:not-the-password"):
+        with pytest.raises((MilvusException, grpc.RpcError)) as refused:
+            MilvusClient(uri=milvus_server.uri, token=token, timeout=10).list_collections()
+        assert embedded_milvus._refused(refused.value), refused.value
+    client = MilvusClient(uri=milvus_server.uri, token=milvus_server.token, timeout=10)
+    try:
+        assert isinstance(client.list_collections(), list)
+    finally:
+        client.close()
 
 
 @pytest.mark.django_db
@@ -78,6 +97,12 @@ def test_embedded_server_is_shared_counted_and_shown(embedded_mode, milvus_serve
         call_command("embedded", "status")
         shown = capsys.readouterr().out
         assert "milvus    running (" in shown and milvus_server.uri in shown
+        # Milvus 2.3.5 listens on every interface (no setting binds it to 127.0.0.1): said, with the ports.
+        exposed = milvus_server.exposed_ports()
+        assert (
+            milvus_server.port in exposed
+            and f"ports listen on every interface: {', '.join(map(str, exposed))}" in shown
+        )
     finally:
         other.communicate("", timeout=60)  # it leaves: its handle goes, the server stays for us
     assert other.returncode == 0

@@ -29,6 +29,7 @@ class Command(BaseCommand):
         if not services:
             self.stdout.write("DATABASE_URL and CELERY_BROKER_URL are set: no embedded servers in use.")
         for service in services:
+            exposed: list[int] = []
             if action == "stop":
                 stopped = service.stop(force=force)
                 users = service.users()
@@ -38,5 +39,11 @@ class Command(BaseCommand):
                 users = service.users()
                 state = f"running ({len(users)} process(es) using it)" if running else "not running"
                 if running and isinstance(service, embedded_milvus.EmbeddedMilvus):
-                    state += f" on {service.uri}"
+                    state += f" on {service.uri} (password in {service.password_path})"
+                    exposed = service.exposed_ports()
             self.stdout.write(f"{service.name:9} {state}   [{home}]")
+            if action != "stop" and isinstance(service, embedded_milvus.EmbeddedMilvus) and running and exposed:
+                ports = ", ".join(map(str, exposed))
+                self.stdout.write(f"          Milvus 2.3.5's ports listen on every interface: {ports}; "
+                                  f"the client port ({service.port}) needs the password, the internal ones do not: "
+                                  "firewall them on a host others can reach (docs/scaling.md)")  # fmt: skip

@@ -61,16 +61,17 @@ def bench_milvus(data: Dataset, ef_sweep: Sequence[int], folder: Path, reuse: bo
 
     result = StoreResult(store="milvus-server" if server else "milvus")
     uri = server.uri if server else str(folder / "bench.db")
+    token = server.token if server else ""
     timings = folder / "timings.json"
     name = "bench_store_vectors"
     if server and not reuse:
-        dropper = MilvusClient(uri=uri)
+        dropper = MilvusClient(uri=uri, token=token)
         if dropper.has_collection(name):
             dropper.drop_collection(name)
         dropper.close()
     rss_before, disk_before = _rss_bytes(server), _disk_bytes(uri, server) if server else 0
     if reuse and (server or Path(uri).exists()):
-        client = MilvusClient(uri=uri)
+        client = MilvusClient(uri=uri, token=token)
         if _reusable(client, name, data.n):
             recorded = json.loads(timings.read_text()) if timings.exists() else {}
             result.load_s = float(recorded.get("load_s", 0.0))
@@ -81,7 +82,7 @@ def bench_milvus(data: Dataset, ef_sweep: Sequence[int], folder: Path, reuse: bo
         client.close()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    client = MilvusClient(uri=uri)
+    client = MilvusClient(uri=uri, token=token)
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("tag", DataType.INT64)
