@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from functools import wraps
 from typing import Any
@@ -25,6 +25,7 @@ from catalog.services import ImageRejected, query_image_inspect
 from config.middleware import upload_limit
 from config.ratelimit import rate_limited
 from search import embedders
+from search.assistants import insight
 from search.colours import COLOURS
 from search.forms import MAX_QUERY_LENGTH
 from search.querying import photo, similar, text
@@ -39,11 +40,36 @@ class ApiError(Exception):
         self.message, self.status = message, status
 
 
-def api_view(view: Callable[..., dict[str, Any]]) -> Callable[..., JsonResponse]:
+@dataclass
+class Searched:
+    """A search's answer and what search insight keeps of it (recorded after the response, as for the pages)."""
+
+    body: dict[str, Any]
+    kind: str
+    query: str
+    top_score: float | None
+    no_good_match: bool = False
+
+
+def _recorded(request: HttpRequest, searched: Searched) -> JsonResponse:
+    """Each result gets a ``click_url`` that counts the click (staff's own searches and recording off: none)."""
+    staff = request.user.is_authenticated and request.user.is_staff
+    token = None if staff else insight.new_token()
+    results = searched.body["results"]
+    if token is not None:
+        for result in results:
+            result["click_url"] = insight.click_url(request, token=token, product_id=result["product_id"])
+    return insight.record_after(JsonResponse(searched.body), request=request, token=token, kind=searched.kind,
+                                query=searched.query, results=len(results), top_score=searched.top_score,
+                                no_good_match=searched.no_good_match)  # type: ignore[return-value]  # fmt: skip
+
+
+def api_view(view: Callable[..., dict[str, Any] | Searched]) -> Callable[..., JsonResponse]:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         try:
-            return JsonResponse(view(request, *args, **kwargs))
+            answer = view(request, *args, **kwargs)
+            return _recorded(request, answer) if isinstance(answer, Searched) else JsonResponse(answer)
         except ApiError as exc:
             return JsonResponse({"error": exc.message}, status=exc.status)
         except StoreUnavailable:
@@ -165,7 +191,7 @@ def product_similar(request: HttpRequest, pk: str) -> dict[str, Any]:
 @require_GET
 @rate_limited("search")
 @api_view
-def search(request: HttpRequest) -> dict[str, Any]:
+def search(request: HttpRequest) -> dict[str, Any] | Searched:
     query = request.GET.get("q", "").strip()
     if not query:
         raise ApiError("q (the search text) is required")
@@ -180,7 +206,8 @@ def search(request: HttpRequest) -> dict[str, Any]:
                             "no_close_match": outcome.no_good_match}  # fmt: skip
     if outcome.notices:
         body["notices"] = outcome.notices
-    return body
+    return Searched(body, kind="text", query=query, top_score=insight.text_top_score(outcome),
+                    no_good_match=outcome.no_good_match)  # fmt: skip
 
 
 @upload_limit("VITRINE_PHOTO_MAX_BYTES")
@@ -188,7 +215,7 @@ def search(request: HttpRequest) -> dict[str, Any]:
 @require_POST
 @rate_limited("photo")
 @api_view
-def search_image(request: HttpRequest) -> dict[str, Any]:
+def search_image(request: HttpRequest) -> dict[str, Any] | Searched:
     upload = request.FILES.get("image")
     if upload is None:
         raise ApiError("send the photo as multipart form field 'image'")
@@ -200,7 +227,8 @@ def search_image(request: HttpRequest) -> dict[str, Any]:
     if _empty_range(filters):
         return {"results": [], "space": space or similar.primary_image_space()}
     hits, used = photo.photo_search(image=inspected.rgb, k=k, filters=filters, space=space)
-    return {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": used}
+    body = {"results": _results(request, [(h.product_id, h.score) for h in hits]), "space": used}
+    return Searched(body, kind="photo", query="", top_score=hits[0].score if hits else None)
 
 
 @csrf_exempt
@@ -239,7 +267,11 @@ def schema(request: HttpRequest) -> JsonResponse:
         "product_id": {"type": "integer"}, "title": {"type": "string"}, "url": {"type": "string", "format": "uri"},
         "score": {"type": "number", "description": "Cosine similarity; for hybrid similar products, the weighted "
                   "sum of the image and text cosines; for hybrid text search, the RRF score."},
-        "image_url": {"type": ["string", "null"], "format": "uri"}}}  # fmt: skip
+        "image_url": {"type": ["string", "null"], "format": "uri"},
+        "click_url": {"type": "string", "format": "uri", "description": "Text and photo search, while the shop "
+                      "records search insight: link the result through this (it redirects to the product) so "
+                      "the shop's staff see which searches lead to a click. No cookie; nothing about the visitor "
+                      "beyond a daily-rotated hash."}}}  # fmt: skip
     results = {"type": "object", "required": ["results", "space"], "properties": {
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
         "space": {"type": "string"}, "sources": {"type": "array", "items": {"type": "string"}},

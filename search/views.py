@@ -56,17 +56,9 @@ def search(request: HttpRequest) -> HttpResponse:
     response = render(request, "search/search.html", context)
     if request.GET.get("page") in (None, "", "1"):  # the search, not each further page of it
         return insight.record_after(response, request=request, token=track, kind="text", query=query,
-                                    results=len(outcome.hits), top_score=_cosine(outcome),
+                                    results=len(outcome.hits), top_score=insight.text_top_score(outcome),
                                     no_good_match=outcome.no_good_match)  # fmt: skip
     return response
-
-
-def _cosine(outcome: text.SearchOutcome) -> float | None:
-    """The best hit's best cosine among the vector sources (a fused RRF score is not comparable across queries)."""
-    if not outcome.hits:
-        return None
-    cosines = [score for name, score in outcome.hits[0].sources.items() if name not in (text.TITLE, text.FULLTEXT)]
-    return max(cosines) if cosines else None
 
 
 def _colour_facet(request: HttpRequest, outcome: text.SearchOutcome, active: str) -> list[dict[str, object]]:

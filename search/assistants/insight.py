@@ -1,12 +1,12 @@
 """Search insight: what shoppers searched for, what they found, and what they clicked.
 
-The search views hand :func:`record_after` their outcome; the row is written once the response has gone to the
-shopper (the response's ``close()``, which every WSGI/ASGI server calls after sending it), so a search costs the
-shopper no database write. Result links go through :func:`click_url` (a redirect that records the click), with a
-random token naming the search: no cookie, no third-party script. ``session`` is an HMAC of the day, the session
-key (or address and browser) under the site's secret: it links one visitor's searches within a day, and nothing
-across days or back to a person. Staff turn recording off on the dashboard; the sweep deletes rows older than
-``VITRINE_INSIGHT_RETENTION_DAYS``.
+The search views and the JSON API hand :func:`record_after` their outcome; the row is written once the response has
+gone to the shopper (the response's ``close()``, which every WSGI/ASGI server calls after sending it), so a search
+costs the shopper no database write. Result links go through the click view (a redirect that records the click; the
+API's results carry it as ``click_url``), with a random token naming the search: no cookie, no third-party script.
+``session`` is an HMAC of the day, the session key (or address and browser) under the site's secret: it links one
+visitor's searches within a day, and nothing across days or back to a person. Staff turn recording off on the
+dashboard; the sweep deletes rows older than ``VITRINE_INSIGHT_RETENTION_DAYS``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from django.db import DatabaseError
 from django.db.models import Count, Q
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -34,7 +35,7 @@ from catalog.models import Product
 from search.embedders import SpaceUnavailable
 from search.indexing.versions import space_load
 from search.models import InsightSwitch, SearchEvent
-from search.querying import similar
+from search.querying import similar, text
 from search.vectorstores import get_store
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,19 @@ def record_after(response: HttpResponse, *, request: HttpRequest, token: str | N
                                    created_at=created)  # fmt: skip
 
     return after_response(response, write)
+
+
+def click_url(request: HttpRequest, *, token: str, product_id: int) -> str:
+    """A result's link that records the click, then redirects to the product (for the JSON API's clients)."""
+    return request.build_absolute_uri(reverse("search:click", args=[token, product_id]))
+
+
+def text_top_score(outcome: text.SearchOutcome) -> float | None:
+    """The best hit's best cosine among the vector sources (a fused RRF score is not comparable across queries)."""
+    if not outcome.hits:
+        return None
+    cosines = [score for name, score in outcome.hits[0].sources.items() if name not in (text.TITLE, text.FULLTEXT)]
+    return max(cosines) if cosines else None
 
 
 def click_record(*, token: str, product_id: int) -> bool:

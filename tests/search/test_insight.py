@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog import services as catalog_services
+from catalog.models import Product
 from search import views
 from search.assistants import insight
 from search.indexing import embedding, sweep
@@ -69,6 +70,34 @@ def test_a_search_is_recorded_after_the_response_and_its_click_counted(shop):
     assert event.clicked_product_id == int(product_id) and event.clicked_at is not None
     assert client.get(f"/search/go/{token}/999999/").status_code == 404
     assert client.get(f"/search/go/not-a-token/{shop[0].pk}/").status_code == 302  # still goes, records nothing
+
+
+@pytest.mark.django_db
+def test_api_searches_are_recorded_and_their_click_urls_count(shop, staff_client):
+    """The JSON API records text and photo searches as the pages do; each result's click_url counts the click and
+    goes to the product. Staff's own API searches are not recorded and carry no click_url."""
+    client = Client()
+    body = client.get("/api/search", {"q": "Kettle"}).json()
+    assert len(body["results"]) == 2
+    event = SearchEvent.objects.get()  # the test client closes the response: recorded after it was sent
+    assert (event.kind, event.query, event.results, event.no_good_match) == ("text", "kettle", 2, False)
+    first = body["results"][0]
+    assert first["click_url"] == f"http://testserver/search/go/{event.token}/{first['product_id']}/"
+    clicked = client.get(first["click_url"])
+    assert (
+        clicked.status_code == 302
+        and clicked["Location"] == Product.objects.get(pk=first["product_id"]).get_absolute_url()
+    )
+    assert SearchEvent.objects.get(pk=event.pk).clicked_product_id == first["product_id"]
+
+    with open(DEMO / "apple.png", "rb") as fh:
+        photo = client.post("/api/search/image", {"image": upload("q.png", fh.read())}).json()
+    assert photo["results"] and all("click_url" in r for r in photo["results"])
+    assert SearchEvent.objects.filter(kind="photo", results=len(photo["results"])).count() == 1
+
+    staff = staff_client.get("/api/search", {"q": "kettle"}).json()
+    assert staff["results"] and not any("click_url" in r for r in staff["results"])
+    assert SearchEvent.objects.count() == 2
 
 
 @pytest.mark.django_db
