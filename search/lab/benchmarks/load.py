@@ -242,16 +242,17 @@ class VectorSearchSampler(threading.Thread):
                         started = time.perf_counter()
                         self._search(ranking, product_id)
                         wall = (time.perf_counter() - started) * 1000
+                    kind = "hybrid" if ranking.text else "image"
+                    figures = self.samples.setdefault(kind, {"store_call": [], "postgres": []})
+                    figures["store_call"].append(wall)
+                    if get_store().mirrors_catalog:  # Milvus answered: no vector statement to explain
+                        continue
                     sql, params = statements[-1]
                     with connection.cursor() as cursor:
                         cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
                         plan = cursor.fetchone()[0]
                     plan = json.loads(plan) if isinstance(plan, str) else plan
-                    server = float(plan[0]["Planning Time"]) + float(plan[0]["Execution Time"])
-                    kind = "hybrid" if ranking.text else "image"
-                    figures = self.samples.setdefault(kind, {"store_call": [], "postgres": []})
-                    figures["store_call"].append(wall)
-                    figures["postgres"].append(server)
+                    figures["postgres"].append(float(plan[0]["Planning Time"]) + float(plan[0]["Execution Time"]))
                 self.stop.wait(self.pause)
         finally:
             connection.close()
@@ -261,6 +262,8 @@ class VectorSearchSampler(threading.Thread):
         for kind, series in self.samples.items():
             out[kind] = {"samples": len(series["store_call"])}
             for key, values in series.items():
+                if not values:
+                    continue
                 out[kind][f"{key}_p50_ms"] = float(np.percentile(values, 50))
                 out[kind][f"{key}_p95_ms"] = float(np.percentile(values, 95))
         return out
