@@ -40,3 +40,12 @@ class QuietLogger(Logger):
         status = getattr(resp, "status_code", None)
         if status is None or int(status) >= 400:
             super().access(resp, req, environ, request_time)
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Write the searches this worker recorded and has not written yet (search.assistants.insight_buffer)."""
+    import sys
+
+    insight_buffer = sys.modules.get("search.assistants.insight_buffer")
+    if insight_buffer is not None:
+        insight_buffer.buffer.stop()

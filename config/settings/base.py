@@ -322,6 +322,9 @@ VITRINE_SUGGEST: dict[str, float] = env_json(
 # search whose best fused score is below WEAK_SCORE counts as weak on the dashboard.
 VITRINE_INSIGHT_RETENTION_DAYS = env_int("VITRINE_INSIGHT_RETENTION_DAYS", 90)
 VITRINE_INSIGHT_WEAK_SCORE = env_float("VITRINE_INSIGHT_WEAK_SCORE", 0.3)
+# Each process buffers the searches and clicks it records and writes them in one batch every this many seconds
+# (search.assistants.insight_buffer); 0: write each one as its response closes, with no background thread.
+VITRINE_INSIGHT_FLUSH_S = env_float("VITRINE_INSIGHT_FLUSH_S", 2.0)
 VITRINE_DUPLICATE_THRESHOLDS: dict[str, float] = env_json("VITRINE_DUPLICATE_THRESHOLDS", {"cnn": 0.9, "pixels": 0.97})
 # Text search, per source (search.querying.text): a vector source answers when the query shares a word with the
 # catalogue, or when its best hit reaches "gate" and "agreement" of its top 5 share that hit's category; else it

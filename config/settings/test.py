@@ -15,3 +15,6 @@ STORAGES = {
 VITRINE_SERVE_MEDIA = True
 # Offline: the published SimCLR checkpoint can never be fetched, so tests give the space a checkpoint explicitly.
 VITRINE_SPACES["simclr"]["OPTIONS"]["PUBLISHED_CHECKPOINT"] = ""  # noqa: F405
+# Recorded searches are written as each response closes, so a test reads them at once (the batching thread of
+# search.assistants.insight_buffer has tests of its own).
+VITRINE_INSIGHT_FLUSH_S = 0.0

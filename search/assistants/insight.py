@@ -1,12 +1,13 @@
 """Search insight: what shoppers searched for, what they found, and what they clicked.
 
-The search views and the JSON API hand :func:`record_after` their outcome; the row is written once the response has
-gone to the shopper (the response's ``close()``, which every WSGI/ASGI server calls after sending it), so a search
-costs the shopper no database write. Result links go through the click view (a redirect that records the click; the
-API's results carry it as ``click_url``), with a random token naming the search: no cookie, no third-party script.
-``session`` is an HMAC of the day, the session key (or address and browser) under the site's secret: it links one
-visitor's searches within a day, and nothing across days or back to a person. Staff turn recording off on the
-dashboard; the sweep deletes rows older than ``VITRINE_INSIGHT_RETENTION_DAYS``.
+The search views and the JSON API hand :func:`record_after` their outcome. Once the response has gone to the
+shopper (its ``close()``, which every WSGI/ASGI server calls after sending it) the row is handed to this process's
+buffer (``insight_buffer``), which a background thread writes in batches: a search costs the shopper no database
+write, and the worker that answered it none either. Result links go through the click view (a redirect that records
+the click; the API's results carry it as ``click_url``), with a random token naming the search: no cookie, no
+third-party script. ``session`` is an HMAC of the day, the session key (or address and browser) under the site's
+secret: it links one visitor's searches within a day, and nothing across days or back to a person. Staff turn
+recording off on the dashboard; the sweep deletes rows older than ``VITRINE_INSIGHT_RETENTION_DAYS``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from catalog.models import Product
+from search.assistants.insight_buffer import buffer
 from search.embedders import SpaceUnavailable
 from search.indexing.versions import space_load
 from search.models import InsightSwitch, SearchEvent
@@ -103,9 +105,9 @@ def record_after(response: HttpResponse, *, request: HttpRequest, token: str | N
     created = timezone.now()
 
     def write() -> None:
-        SearchEvent.objects.create(token=token, kind=kind, query=query.strip().lower()[:200], results=results,
-                                   top_score=top_score, no_good_match=no_good_match, session=session,
-                                   created_at=created)  # fmt: skip
+        buffer.add_event(SearchEvent(token=token, kind=kind, query=query.strip().lower()[:200], results=results,
+                                     top_score=top_score, no_good_match=no_good_match, session=session,
+                                     created_at=created))  # fmt: skip
 
     return after_response(response, write)
 
@@ -123,10 +125,10 @@ def text_top_score(outcome: text.SearchOutcome) -> float | None:
     return max(cosines) if cosines else None
 
 
-def click_record(*, token: str, product_id: int) -> bool:
-    """The first click on a search's results is kept (later ones are the same visitor browsing on)."""
-    return bool(SearchEvent.objects.filter(token=token, clicked_product__isnull=True)
-                .update(clicked_product_id=product_id, clicked_at=timezone.now()))  # fmt: skip
+def click_record(*, token: str, product_id: int) -> None:
+    """The first click on a search's results is kept (later ones are the same visitor browsing on); written with
+    the buffer's next batch, once its search is written."""
+    buffer.add_click(token=token, product_id=product_id, at=timezone.now())
 
 
 def purge(*, now: Any = None) -> int:

@@ -4,6 +4,7 @@ the switch, and the retention the sweep enforces."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -165,3 +166,77 @@ def test_a_search_never_fails_for_its_statistics(shop):
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE search_insightswitch_away RENAME TO search_insightswitch")
         insight._switch = None
+
+
+@pytest.fixture
+def batching(settings):  # type: ignore[no-untyped-def]
+    """Recording as a web process does it: into the buffer, written by its thread (or its exit)."""
+    from search.assistants.insight_buffer import buffer
+
+    buffer.stop()
+    yield buffer
+    buffer.stop()  # the thread joined, its connection closed, nothing left for the next test
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recorded_searches_and_clicks_are_written_in_batches_off_the_request(shop, settings, batching):
+    """With a flush interval, a response's close() only buffers its search; the process's thread writes it (and the
+    click on it) a moment later, in one batch, without anyone asking."""
+    settings.VITRINE_INSIGHT_FLUSH_S = 30.0  # long: nothing can be written by the thread during the first part
+    client = Client()
+    html = client.get("/search/", {"q": "kettle"}).content.decode()
+    url, token, product_id = LINK.findall(html)[0]
+    assert client.get(url).status_code == 302
+    assert batching.pending() == (1, 1) and not SearchEvent.objects.exists()  # nothing written by either request
+    batching.stop()  # a worker's exit writes what it holds: the search, then the click on it
+    event = SearchEvent.objects.get()
+    assert (event.token, event.query, event.clicked_product_id) == (token, "kettle", int(product_id))
+
+    settings.VITRINE_INSIGHT_FLUSH_S = 0.2
+    html = client.get("/search/", {"q": "apple"}).content.decode()
+    url, token, product_id = LINK.findall(html)[0]
+    client.get(url)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not SearchEvent.objects.filter(token=token, clicked_product__isnull=False):
+        time.sleep(0.05)
+    event = SearchEvent.objects.get(token=token)  # written by the thread, nobody called flush
+    assert (event.query, event.clicked_product_id) == ("apple", int(product_id)) and batching.pending() == (0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_click_that_arrives_before_its_search_is_written_waits_for_it(shop, settings, batching):
+    """Another worker answered the search and still holds it in its batch: the click is kept and applied once the
+    search is written; a click on a token that names no search is dropped once its patience runs out."""
+    from search.assistants import insight_buffer
+
+    settings.VITRINE_INSIGHT_FLUSH_S = 30.0
+    now = timezone.now()
+    batching.add_click(token="c" * 32, product_id=shop[1].pk, at=now)
+    batching.add_click(token="d" * 32, product_id=shop[0].pk, at=now)  # forged: no search will ever have it
+    assert batching.flush() == 0 and batching.pending() == (0, 2)  # both wait: no such search yet
+    batching.add_event(SearchEvent(token="c" * 32, kind="text", query="kettle", results=2, session="s" * 16,
+                                   created_at=now))  # fmt: skip
+    assert batching.flush() == 2 and batching.pending() == (0, 1)
+    assert SearchEvent.objects.get(token="c" * 32).clicked_product_id == shop[1].pk
+    batching._clicks = [insight_buffer.Click("d" * 32, shop[0].pk, now, time.monotonic() - 1)]  # patience spent
+    assert batching.flush() == 1 and batching.pending() == (0, 0) and SearchEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_searches_buffered_while_the_database_refuses_are_dropped_with_a_warning_not_an_error(
+        shop, settings, batching, caplog):  # fmt: skip
+    from django.db import connection
+
+    settings.VITRINE_INSIGHT_FLUSH_S = 30.0
+    assert Client().get("/search/", {"q": "kettle"}).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE search_searchevent RENAME TO search_searchevent_away")
+    try:
+        batching.flush()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE search_searchevent_away RENAME TO search_searchevent")
+    assert "a batch of 1 searches was not written" in caplog.text and batching.pending() == (0, 0)
+    assert Client().get("/search/", {"q": "kettle"}).status_code == 200
+    batching.flush()
+    assert SearchEvent.objects.count() == 1  # the next batch is written as usual
