@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 from django.conf import settings
 
-from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
+from search.models import ImageEmbedding, ProductEmbedding, SpaceVersion
 from search.vectorstores.base import CandidatePool, Filters, ImageHit, StoreUnavailable, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
 from search.vectorstores.milvus_rows import (
@@ -415,14 +415,10 @@ class MilvusStore(VectorStore):
             image_rows = len(found)
             ids += [int(h["entity"]["product_id"]) for h in found]
         if text is not None:
-            rows = ProductEmbedding.objects.filter(product_id=product_id, space=text.space,
-                                                   model_version=text.version, status=EmbeddingStatus.OK)  # fmt: skip
-            own = rows.values_list("vector", flat=True).first()
+            own = ProductEmbedding.objects.product_vector(product_id=product_id, space=text.space, version=text.version)
             name = self._ready_to_read(text.space, text.version) if own is not None else None
             if name is not None and own is not None:
-                found = self._search(
-                    name, np.asarray(own, dtype=np.float32), pool, expression, (text.space, text.version)
-                )
+                found = self._search(name, own, pool, expression, (text.space, text.version))
                 text_rows = len(found)
                 ids += [int(h["id"]) for h in found]
         return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,

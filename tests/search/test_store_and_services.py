@@ -575,3 +575,34 @@ def test_benchmark_compares_raw_forward_and_reindex_side_by_side(use_spaces, set
     summary = next(line for line in out.getvalue().splitlines() if line.startswith("pixels: raw forward"))
     assert "of 2 stream(s) during the reindex" in summary
     assert ImageEmbedding.objects.filter(space="pixels", status="ok").count() == 6  # the reindex really ran
+
+
+def test_the_vector_read_for_a_product_is_its_primary_pictures_else_its_first_and_only_a_computed_one():
+    """What the Milvus store searches with for "similar products" (one plain statement, see product_vector)."""
+    from search.models import EmbeddingStatus, ProductEmbedding
+
+    rng = np.random.default_rng(3)
+    product = ProductFactory()
+    first, second, third = (add_image(product) for _ in range(3))
+    for position, image in enumerate((first, second, third)):
+        ProductImage.objects.filter(pk=image.pk).update(position=position)
+    vectors = _random_unit(rng, 3, 8)
+    for image, vector in zip((first, second, third), vectors, strict=True):
+        ImageEmbedding.objects.create(image=image, space="s", model_version="v", vector=vector)
+
+    def read() -> np.ndarray | None:
+        return ImageEmbedding.objects.product_vector(product_id=product.pk, space="s", version="v")
+
+    ProductImage.objects.filter(product=product).update(is_primary=False)
+    assert np.allclose(read(), vectors[0])  # no primary: the first by position
+    ProductImage.objects.filter(pk=third.pk).update(is_primary=True)
+    assert np.allclose(read(), vectors[2]) and read().dtype == np.float32
+    ImageEmbedding.objects.filter(image=third).update(status=EmbeddingStatus.FAILED)
+    assert np.allclose(read(), vectors[0])  # a failed one never stands for the product
+    assert ImageEmbedding.objects.product_vector(product_id=product.pk, space="s", version="other") is None
+
+    assert ProductEmbedding.objects.product_vector(product_id=product.pk, space="t", version="v") is None
+    ProductEmbedding.objects.create(product=product, space="t", model_version="v", vector=vectors[1],
+                                    source_hash="x")  # fmt: skip
+    assert np.allclose(ProductEmbedding.objects.product_vector(product_id=product.pk, space="t", version="v"),
+                       vectors[1])  # fmt: skip
