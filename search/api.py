@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -150,19 +151,14 @@ def _empty_range(filters: Filters) -> bool:
 
 
 def _results(request: HttpRequest, scored: list[tuple[int, float]]) -> list[dict[str, Any]]:
-    products = similar.products_in_order([pk for pk, _ in scored])
     scores = dict(scored)
-    out = []
-    for product in products:
-        image = product.primary_image
-        out.append({
-            "product_id": product.pk,
-            "title": product.title,
-            "url": request.build_absolute_uri(product.get_absolute_url()),
-            "score": round(float(scores[product.pk]), 6),
-            "image_url": request.build_absolute_uri(image.thumbnail_url) if image else None,
-        })  # fmt: skip
-    return out
+    return [{
+        "product_id": card.product_id,
+        "title": card.title,
+        "url": request.build_absolute_uri(reverse("catalog:product_detail", kwargs={"slug": card.slug})),
+        "score": round(float(scores[card.product_id]), 6),
+        "image_url": request.build_absolute_uri(url) if (url := card.picture_url()) else None,
+    } for card in similar.cards_in_order([pk for pk, _ in scored])]  # fmt: skip
 
 
 @csrf_exempt  # read-only: any other method gets 405, not a CSRF 403

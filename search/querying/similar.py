@@ -224,3 +224,32 @@ def products_in_order(ids: list[int]) -> list[Product]:
     if missing := [pk for pk in ids if pk not in found]:
         found.update(Product.objects.published().for_listing().in_bulk(missing))
     return [found[pk] for pk in ids if pk in found]
+
+
+@dataclass(frozen=True)
+class Card:
+    """What a JSON result shows of a product: no model instances (see :func:`cards_in_order`)."""
+
+    product_id: int
+    title: str
+    slug: str
+    picture: str | None  # storage name of its primary picture's thumbnail (else the picture itself); None: none
+
+    def picture_url(self) -> str | None:
+        """As ``ProductImage.thumbnail_url`` (the picture's fields share one storage)."""
+        return ProductImage._meta.get_field("thumbnail").storage.url(self.picture) if self.picture else None
+
+
+def cards_in_order(ids: list[int]) -> list[Card]:
+    """:func:`products_in_order` for the JSON API: the same products in the same order, as plain rows.
+
+    Building 30 model instances (image, product, category) for ten results cost about as much as the vector search
+    it follows; these are the four columns a result needs, in one query (a second only for products without a
+    primary picture)."""
+    rows = (ProductImage.objects.filter(product_id__in=ids, is_primary=True, product__is_active=True).order_by()
+            .values_list("product_id", "product__title", "product__slug", "thumbnail", "file"))  # fmt: skip
+    found = {pk: Card(pk, title, slug, thumbnail or file) for pk, title, slug, thumbnail, file in rows}
+    if missing := [pk for pk in ids if pk not in found]:
+        for pk, title, slug in Product.objects.published().filter(pk__in=missing).values_list("pk", "title", "slug"):
+            found[pk] = Card(pk, title, slug, None)
+    return [found[pk] for pk in ids if pk in found]

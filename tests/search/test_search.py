@@ -387,3 +387,30 @@ def test_cards_come_in_order_with_their_images_in_one_query_and_imageless_produc
     cards = similar.products_in_order(ids)
     assert [p.pk for p in cards] == [shop["blue2"].pk, bare.pk, shop["red1"].pk]  # the hidden one left out
     assert cards[1].primary_image is None and cards[0].category.slug == "blues"
+
+
+def test_json_result_cards_show_what_the_pages_cards_show_in_the_same_order_in_one_query():
+    """The JSON API's rows (cards_in_order) against the model path the pages use (products_in_order): same
+    published products, same order, same title, link and picture; a product without a primary picture has none."""
+    with_picture, second, without, hidden = (ProductFactory() for _ in range(4))
+    for product in (with_picture, second, hidden):
+        add_image(product)
+    add_image(second)  # two pictures: the primary one is shown
+    hidden.is_active = False
+    hidden.save()
+    ids = [second.pk, hidden.pk, without.pk, with_picture.pk, 10**9]
+    products = similar.products_in_order(ids)
+    with CaptureQueriesContext(connection) as queries:
+        cards = similar.cards_in_order(ids)
+    assert len(queries) == 2  # the primary pictures with their products; then the one without a picture
+    assert [c.product_id for c in cards] == [p.pk for p in products] == [second.pk, without.pk, with_picture.pk]
+    for card, product in zip(cards, products, strict=True):
+        image = product.primary_image
+        assert (card.title, reverse("catalog:product_detail", kwargs={"slug": card.slug})) == (
+            product.title, product.get_absolute_url())  # fmt: skip
+        assert card.picture_url() == (image.thumbnail_url if image else None)
+    assert cards[1].picture_url() is None and cards[0].picture_url().endswith(".jpg")
+    with CaptureQueriesContext(connection) as queries:
+        assert [c.product_id for c in similar.cards_in_order([with_picture.pk, second.pk])] == [with_picture.pk,
+                                                                                                second.pk]  # fmt: skip
+    assert len(queries) == 1
