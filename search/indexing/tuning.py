@@ -3,9 +3,11 @@
 For one (space, version): a sample of its stored vectors becomes the queries (an image's neighbours exclude its own
 product, as "similar products" does; a text space's are the published products, as text search does). The exact
 top-k of each comes from a scan of every vector in Postgres, in chunks. Half the queries tune: the breadth climbs
-``LADDER`` until their mean recall@k reaches the target; the other half, never used to choose, measure the recall
-recorded with it. The setting is per store (pgvector's ``hnsw.ef_search`` and Milvus's ``ef`` differ) and every
-query of that version then uses it (:mod:`search.vectorstores.tuning`).
+``LADDER`` until their recall@k reaches the target with a margin for the sample: the mean that another sample of as
+many queries would show must reach it with 95 % probability (mean - 1.645 x sqrt(2) standard errors: a mean that
+just touches the target on 200 queries falls short on the next 200 about half the time). The other half, never
+used to choose, measure the recall recorded with it. The setting is per store (pgvector's ``hnsw.ef_search`` and
+Milvus's ``ef`` differ) and every query of that version then uses it (:mod:`search.vectorstores.tuning`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from search.vectorstores.tuning import forced_ef, forget
 logger = logging.getLogger(__name__)
 LADDER = (10, 16, 24, 32, 48, 64, 100, 160, 250, 400, 640, 1000)
 CHUNK = 5000
+Z_ONE_SIDED_95 = 1.645
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Tuning:
     recall: float | None = None  # on the held-out queries, with ``ef``
     reached: bool = False
     ladder: list[tuple[int, float]] = field(default_factory=list)  # (breadth, recall on the tuning queries)
+    bounds: list[float] = field(default_factory=list)  # the lower confidence bound of each rung's recall
 
 
 def _as_array(value: object) -> np.ndarray:
@@ -94,11 +98,19 @@ def exact_neighbours(row: SpaceVersion, queries: np.ndarray, owners: np.ndarray,
             for ids, scores in zip(best_ids, best_scores, strict=True)]  # fmt: skip
 
 
-def _recall(search: Callable[[np.ndarray, int], list[int]], queries: np.ndarray, owners: np.ndarray,
-            truth: list[list[int]], k: int) -> float:  # fmt: skip
-    found = [len(set(search(q, int(owner))[:k]) & set(t)) / max(1, len(t))
-             for q, owner, t in zip(queries, owners, truth, strict=True)]  # fmt: skip
-    return float(np.mean(found)) if found else 1.0
+def _recalls(search: Callable[[np.ndarray, int], list[int]], queries: np.ndarray, owners: np.ndarray,
+             truth: list[list[int]], k: int) -> np.ndarray:  # fmt: skip
+    """recall@k of each query."""
+    return np.array([len(set(search(q, int(owner))[:k]) & set(t)) / max(1, len(t))
+                     for q, owner, t in zip(queries, owners, truth, strict=True)], dtype=np.float64)  # fmt: skip
+
+
+def lower_bound(recalls: np.ndarray) -> float:
+    """The mean recall that another sample of as many queries reaches with 95 % probability (one-sided): the
+    difference of two sample means has twice the variance of one (the mean itself for fewer than two)."""
+    if len(recalls) < 2:
+        return float(recalls.mean()) if len(recalls) else 1.0
+    return float(recalls.mean() - Z_ONE_SIDED_95 * recalls.std(ddof=1) * np.sqrt(2.0 / len(recalls)))
 
 
 def tune_version(row: SpaceVersion, *, target: float = 0.95, queries: int = 200, k: int = 10, seed: int = 0,
@@ -127,16 +139,19 @@ def tune_version(row: SpaceVersion, *, target: float = 0.95, queries: int = 200,
 
     for ef in LADDER:
         with forced_ef(ef):
-            recall = _recall(search, vectors[:half], owners[:half], truth[:half], k)
+            recalls = _recalls(search, vectors[:half], owners[:half], truth[:half], k)
+        recall, bound = float(recalls.mean()), lower_bound(recalls)
         result.ladder.append((ef, recall))
-        log(f"{row.space} {row.version}: ef {ef:>4}  recall@{k} {recall:.3f} (tuning queries)")
+        result.bounds.append(bound)
+        log(f"{row.space} {row.version}: ef {ef:>4}  recall@{k} {recall:.3f} (tuning queries; at least {bound:.3f} "
+            f"on as many others, 95 % sure)")  # fmt: skip
         result.ef = ef
-        if recall >= target:
+        if bound >= target:
             result.reached = True
             break
     assert result.ef is not None
     with forced_ef(result.ef):
-        result.recall = _recall(search, vectors[half:], owners[half:], truth[half:], k)
+        result.recall = float(_recalls(search, vectors[half:], owners[half:], truth[half:], k).mean())
     SpaceVersion.objects.filter(pk=row.pk).update(
         tuned_ef=result.ef, tuned_recall=result.recall, tuned_target=target, tuned_store=result.store,
         tuned_size=result.size, tuned_at=timezone.now(),
