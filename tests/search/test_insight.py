@@ -240,3 +240,32 @@ def test_searches_buffered_while_the_database_refuses_are_dropped_with_a_warning
     assert Client().get("/search/", {"q": "kettle"}).status_code == 200
     batching.flush()
     assert SearchEvent.objects.count() == 1  # the next batch is written as usual
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_shoppers_searches_and_clicks_are_all_written_once(shop, settings, batching, live_server):
+    """Twenty shoppers search and click at the same moment against a live threaded server: every response hands
+    its row to the one buffer at once, the thread writes them in batches, and no search or click is lost or
+    written twice."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings.VITRINE_INSIGHT_FLUSH_S = 0.2
+
+    def shopper(i: int) -> str:
+        query = ("kettle", "apple")[i % 2]
+        with urllib.request.urlopen(f"{live_server.url}/search/?q={query}") as response:
+            url, token, _ = LINK.findall(response.read().decode())[0]
+        with urllib.request.urlopen(f"{live_server.url}{url}") as clicked:
+            assert clicked.status == 200  # followed the redirect to the product
+        return token
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        tokens = list(pool.map(shopper, range(20)))
+    assert len(set(tokens)) == 20
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and SearchEvent.objects.filter(clicked_product__isnull=False).count() < 20:
+        time.sleep(0.1)
+    rows = SearchEvent.objects.filter(token__in=tokens)
+    assert rows.count() == 20 and SearchEvent.objects.count() == 20
+    assert rows.filter(clicked_product__isnull=False).count() == 20 and batching.pending() == (0, 0)
