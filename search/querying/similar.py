@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.db import connection
 
 from catalog.models import Product, ProductImage
 from search import embedders
@@ -244,12 +245,17 @@ def cards_in_order(ids: list[int]) -> list[Card]:
     """:func:`products_in_order` for the JSON API: the same products in the same order, as plain rows.
 
     Building 30 model instances (image, product, category) for ten results cost about as much as the vector search
-    it follows; these are the four columns a result needs, in one query (a second only for products without a
-    primary picture)."""
-    rows = (ProductImage.objects.filter(product_id__in=ids, is_primary=True, product__is_active=True).order_by()
-            .values_list("product_id", "product__title", "product__slug", "thumbnail", "file"))  # fmt: skip
-    found = {pk: Card(pk, title, slug, thumbnail or file) for pk, title, slug, thumbnail, file in rows}
-    if missing := [pk for pk in ids if pk not in found]:
-        for pk, title, slug in Product.objects.published().filter(pk__in=missing).values_list("pk", "title", "slug"):
-            found[pk] = Card(pk, title, slug, None)
+    it follows, and composing even a ``values_list`` query half as much: this is one plain statement for the four
+    columns a result needs (the primary picture joined; a product without one still comes, with no picture).
+    """
+    if not ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.id, p.title, p.slug, COALESCE(NULLIF(i.thumbnail, ''), i.file) FROM {Product._meta.db_table} p "
+            f"LEFT JOIN {ProductImage._meta.db_table} i ON i.product_id = p.id AND i.is_primary "
+            "WHERE p.id = ANY(%s) AND p.is_active",
+            [[int(pk) for pk in ids]],
+        )
+        found = {pk: Card(pk, title, slug, picture or None) for pk, title, slug, picture in cursor.fetchall()}
     return [found[pk] for pk in ids if pk in found]

@@ -58,17 +58,32 @@ def configure_session(cursor: Any) -> None:
     cursor.execute(f"SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = {SESSION_EF_SEARCH}")
 
 
+BREADTH_PREFIX = re.compile(r"^SET LOCAL hnsw\.ef_search = [0-9]+; ")
+
+
+def breadth(k: int, ef: int | None = None) -> int:
+    """The HNSW search breadth for index scans that return up to ``k`` rows: ``ef`` (measured by ``tune_search``;
+    None: the session's) and at least twice ``k``."""
+    return min(1000, max(int(ef or SESSION_EF_SEARCH), 2 * int(k)))
+
+
 def run_vector_query(sql: str, params: Sequence[Any] | Mapping[str, Any], k: int,
                      ef: int | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
-    """Run a query whose index scans return up to ``k`` rows each, with search breadth ``ef`` (measured by
-    ``tune_search``; None: the session's) and at least twice ``k``: in one round trip when that is the session's
-    breadth, else with a breadth set for this query alone."""
-    breadth = min(1000, max(int(ef or SESSION_EF_SEARCH), 2 * int(k)))
-    if breadth == SESSION_EF_SEARCH:
-        with connection.cursor() as cursor:
+    """Run a query whose index scans return up to ``k`` rows each, with the breadth :func:`breadth` gives, set for
+    this query alone and in the same round trip.
+
+    Django's psycopg cursors bind parameters on the client, so ``SET LOCAL …; <query>`` goes as one message, which
+    PostgreSQL runs as one implicit transaction: the setting ends with it (inside a transaction block it lasts
+    until the block ends; every vector query sets its own). A connection configured for server-side binding
+    cannot send two statements at once: there, the setting and the query go in a transaction of their own.
+    """
+    prefix = f"SET LOCAL hnsw.ef_search = {breadth(k, ef)}; "
+    if connection.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(prefix.rstrip("; "))
             cursor.execute(sql, params)
             return list(cursor.fetchall())
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL hnsw.ef_search = {breadth}")
-        cursor.execute(sql, params)
+    with connection.cursor() as cursor:
+        cursor.execute(prefix + sql, params)
+        cursor.nextset()  # past the SET's empty result
         return list(cursor.fetchall())

@@ -12,6 +12,7 @@ from django.urls import reverse
 from PIL import Image
 
 from catalog import services as catalog_services
+from catalog.models import Product
 from search.indexing import bulk
 from search.models import ImageEmbedding
 from search.querying import similar, text
@@ -202,6 +203,13 @@ def test_api_similar(client, shop):
     assert [r["score"] for r in body["results"]] == sorted((r["score"] for r in body["results"]), reverse=True)
     same = client.get(f"/api/products/{shop['blue0'].pk}/similar", {"k": "10", "same_category": "1"}).json()
     assert len(same["results"]) == 5
+    # An unpublished product is not there; one without a category has no category to narrow to.
+    Product.objects.filter(pk=shop["blue0"].pk).update(is_active=False)
+    gone = client.get(f"/api/products/{shop['blue0'].pk}/similar")
+    assert gone.status_code == 404 and "no published product" in gone.json()["error"]
+    Product.objects.filter(pk=shop["red0"].pk).update(category=None)
+    loose = client.get(f"/api/products/{shop['red0'].pk}/similar", {"k": "10", "same_category": "1"}).json()
+    assert len(loose["results"]) == 10 and shop["blue0"].pk not in [r["product_id"] for r in loose["results"]]
 
 
 @pytest.mark.parametrize("params, message", [
@@ -402,7 +410,7 @@ def test_json_result_cards_show_what_the_pages_cards_show_in_the_same_order_in_o
     products = similar.products_in_order(ids)
     with CaptureQueriesContext(connection) as queries:
         cards = similar.cards_in_order(ids)
-    assert len(queries) == 2  # the primary pictures with their products; then the one without a picture
+    assert len(queries) == 1  # the products with their primary pictures, the one without a picture included
     assert [c.product_id for c in cards] == [p.pk for p in products] == [second.pk, without.pk, with_picture.pk]
     for card, product in zip(cards, products, strict=True):
         image = product.primary_image
@@ -413,4 +421,5 @@ def test_json_result_cards_show_what_the_pages_cards_show_in_the_same_order_in_o
     with CaptureQueriesContext(connection) as queries:
         assert [c.product_id for c in similar.cards_in_order([with_picture.pk, second.pk])] == [with_picture.pk,
                                                                                                 second.pk]  # fmt: skip
-    assert len(queries) == 1
+        assert similar.cards_in_order([]) == []
+    assert len(queries) == 1  # and none for no results

@@ -72,7 +72,8 @@ def test_tune_search_records_the_smallest_breadth_that_reaches_the_target_on_fre
             _fresh_recall(vector_store, row, seed=5, n=1)
         breadth = max(row.tuned_ef, 20)
         sets = [q["sql"] for q in captured.captured_queries if "hnsw.ef_search" in q["sql"]]
-        assert sets == ([] if breadth == 100 else [f"SET LOCAL hnsw.ef_search = {breadth}"])
+        # One round trip: the breadth travels with the search itself.
+        assert len(sets) == 1 and sets[0].startswith(f"SET LOCAL hnsw.ef_search = {breadth}; SELECT ")
 
 
 def test_tune_search_refuses_a_target_that_is_no_recall_and_a_space_without_vectors():
@@ -114,3 +115,28 @@ def test_the_margin_is_what_another_sample_of_as_many_queries_reaches_with_95_pe
     below = [lower_bound(rng.choice(population, 200)) > rng.choice(population, 200).mean() for _ in range(2000)]
     assert 0.02 < np.mean(below) < 0.09
     assert lower_bound(np.ones(50)) == 1.0 and lower_bound(np.array([0.7])) == pytest.approx(0.7)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_vector_querys_breadth_holds_for_that_query_alone_in_or_out_of_a_transaction():
+    """``run_vector_query`` sends the breadth and the query as one message: the query runs with it, and the
+    connection's own setting is untouched afterwards, in autocommit as in a transaction block."""
+    from django.db import transaction
+
+    from search.vectorstores.sql import SESSION_EF_SEARCH, run_vector_query
+
+    def session_breadth() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('hnsw.ef_search')")
+            return str(cursor.fetchone()[0])
+
+    assert run_vector_query("SELECT current_setting('hnsw.ef_search'), %s::int", [7], k=10, ef=48) == [("48", 7)]
+    assert run_vector_query("SELECT current_setting('hnsw.ef_search')", [], k=60, ef=48) == [("120",)]  # 2 k
+    assert session_breadth() == str(SESSION_EF_SEARCH)  # nothing left behind on the connection
+    with transaction.atomic():
+        assert run_vector_query("SELECT current_setting(%(name)s)", {"name": "hnsw.ef_search"}, k=5, ef=24) == [
+            ("24",)]  # fmt: skip
+    assert session_breadth() == str(SESSION_EF_SEARCH)
+    with pytest.raises(Exception, match="division by zero"):  # an error in the query is the query's error
+        run_vector_query("SELECT 1 / 0", [], k=10, ef=48)
+    assert session_breadth() == str(SESSION_EF_SEARCH)

@@ -24,6 +24,7 @@ from search.models import EmbeddingStatus, ImageEmbedding
 from search.querying import hybrid, similar
 from search.vectorstores import get_store
 from search.vectorstores.base import VersionRef
+from search.vectorstores.sql import BREADTH_PREFIX
 
 LOCUSTFILE = """
 import random
@@ -248,8 +249,12 @@ class VectorSearchSampler(threading.Thread):
                     if get_store().mirrors_catalog:  # Milvus answered: no vector statement to explain
                         continue
                     sql, params = statements[-1]
+                    breadth = BREADTH_PREFIX.match(sql)  # explained with the breadth it ran with
+                    prefix = breadth.group(0) if breadth else ""
                     with connection.cursor() as cursor:
-                        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
+                        cursor.execute(f"{prefix}EXPLAIN (ANALYZE, FORMAT JSON) {sql[len(prefix) :]}", params)
+                        if prefix:
+                            cursor.nextset()
                         plan = cursor.fetchone()[0]
                     plan = json.loads(plan) if isinstance(plan, str) else plan
                     figures["postgres"].append(float(plan[0]["Planning Time"]) + float(plan[0]["Execution Time"]))
