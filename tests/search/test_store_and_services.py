@@ -606,3 +606,29 @@ def test_the_vector_read_for_a_product_is_its_primary_pictures_else_its_first_an
                                     source_hash="x")  # fmt: skip
     assert np.allclose(ProductEmbedding.objects.product_vector(product_id=product.pk, space="t", version="v"),
                        vectors[1])  # fmt: skip
+
+
+def test_a_512_d_vector_is_stored_in_its_row_and_a_3072_d_one_still_fits():
+    """512 float dimensions are 2,052 bytes, just over the size at which PostgreSQL moves a value out of its row for
+    pgvector's default storage; reading it back was then a TOAST lookup per row. Stored ``MAIN``, it stays in the
+    row; a 3,072-d pixel vector (12 KB, more than a page) still goes out of line."""
+    from search.vectorstores.pgvector import images_write
+
+    rng = np.random.default_rng(8)
+    small, big = add_image(ProductFactory()), add_image(ProductFactory())
+    images_write(space="s", version="v512", items=[(small.pk, _random_unit(rng, 1, 512)[0])])
+    images_write(space="s", version="v3072", items=[(big.pk, _random_unit(rng, 1, 3072)[0])])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'search_imageembedding'::regclass "
+                       "AND attname = 'vector' UNION ALL SELECT attstorage FROM pg_attribute "
+                       "WHERE attrelid = 'search_productembedding'::regclass AND attname = 'vector'")  # fmt: skip
+        assert [row[0] for row in cursor.fetchall()] == ["m", "m"]
+        # Out of line: a TOAST chunk id (or a compressed value); in the row: neither.
+        cursor.execute("SELECT model_version, pg_column_size(vector), "
+                       "pg_column_compression(vector) IS NOT NULL OR pg_column_toast_chunk_id(vector) IS NOT NULL "
+                       "FROM search_imageembedding WHERE space = 's' ORDER BY length(model_version)")  # fmt: skip
+        (_, small_size, small_out), (_, big_size, big_out) = cursor.fetchall()
+    assert not small_out and small_size >= 512 * 4
+    assert big_out and big_size <= 3072 * 4 + 8
+    got = ImageEmbedding.objects.product_vector(product_id=big.product_id, space="s", version="v3072")
+    assert got is not None and got.shape == (3072,)
