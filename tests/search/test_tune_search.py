@@ -140,3 +140,11 @@ def test_a_vector_querys_breadth_holds_for_that_query_alone_in_or_out_of_a_trans
     with pytest.raises(Exception, match="division by zero"):  # an error in the query is the query's error
         run_vector_query("SELECT 1 / 0", [], k=10, ef=48)
     assert session_breadth() == str(SESSION_EF_SEARCH)
+    # A connection set up for server-side binding cannot send two statements at once: a transaction of their own.
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["server_side_binding"] = True
+    try:
+        assert run_vector_query("SELECT current_setting('hnsw.ef_search')", [], k=10, ef=64) == [("64",)]
+    finally:
+        del options["server_side_binding"]
+    assert session_breadth() == str(SESSION_EF_SEARCH)
