@@ -130,7 +130,10 @@ def _one_vector(sql: str, params: list[int | str]) -> np.ndarray | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    return None if row is None or row[0] is None else np.asarray(Vector._from_db(row[0]), dtype=np.float32)
+    if row is None or row[0] is None:
+        return None
+    value = row[0] if isinstance(row[0], Vector) else Vector.from_text(row[0])  # text unless an adapter is registered
+    return np.asarray(value.to_numpy(), dtype=np.float32)
 
 
 class ImageEmbeddingQuerySet(models.QuerySet["ImageEmbedding"]):
