@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from config.memory import machine_memory_mb
+
 logger = logging.getLogger(__name__)
 
 # sockaddr_un.sun_path is 108 bytes on Linux, including the trailing NUL.
@@ -194,6 +196,15 @@ class EmbeddedService:
         return [pid for pid, _ in self._live_handles()]
 
 
+def shared_buffers_default() -> str:
+    """A quarter of this machine's (or container's) memory, from 128 MB to 8 GB: PostgreSQL's usual advice, and what
+    vector search needs, since every search walks its HNSW graph and reads its rows at random. At 100,000 products
+    with a 512-d image space and a 384-d text space, the tables and indexes a hybrid search reads are 0.9 GB; with
+    them in 512 MB of buffers a third of its pages came from the operating system's cache (``docs/relevance.md``).
+    PostgreSQL maps the buffers at start but the memory is only used as pages are read into them."""
+    return f"{min(8192, max(128, machine_memory_mb() // 4))}MB"
+
+
 def _import_pgserver() -> None:
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
@@ -264,7 +275,7 @@ class EmbeddedPostgres(EmbeddedService):
         Written to ``vitrine.conf`` (included from postgresql.conf) on every start, so changing
         ``VITRINE_PG_SHARED_BUFFERS`` takes effect at the next start.
         """
-        shared = os.environ.get("VITRINE_PG_SHARED_BUFFERS", "512MB")
+        shared = os.environ.get("VITRINE_PG_SHARED_BUFFERS") or shared_buffers_default()
         (self.pgdata / "vitrine.conf").write_text(
             "# Written by Vitrine at every start of the embedded server.\n"
             f"shared_buffers = '{shared}'\n"

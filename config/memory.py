@@ -1,4 +1,4 @@
-"""Memory of the long-lived processes (web workers, Celery): fewer malloc heaps.
+"""Memory: what this machine (or container) has, and fewer malloc heaps in the long-lived processes.
 
 glibc gives every thread that allocates a heap of its own (up to eight per core) and gives a heap's memory back
 only once nothing in it is live. Decode threads and ONNX Runtime streams taking turns with big buffers spread them
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+from pathlib import Path
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -45,3 +46,22 @@ def malloc_release() -> None:
     """Give the memory malloc holds but nothing uses back to the system (glibc only; elsewhere a no-op)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def machine_memory_mb(limit_files: tuple[str, ...] = CGROUP_LIMITS) -> int:
+    """The memory this process may use, in MiB: the machine's, or its container's limit when that is lower
+    (cgroup v2 ``memory.max``, else v1 ``memory.limit_in_bytes``). 4,096 when nothing can be read."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        total = 4096
+    for limit_file in limit_files:
+        with contextlib.suppress(OSError, ValueError):
+            text = Path(limit_file).read_text().strip()
+            if text != "max":
+                total = min(total, int(text) // 2**20)
+            break
+    return max(256, total)

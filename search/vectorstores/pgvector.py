@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from pgvector import HalfVector, Vector
 
+from config.memory import machine_memory_mb
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
 from search.vectorstores.base import CandidatePool, Filters, ImageHit, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
@@ -153,11 +154,7 @@ def maintenance_memory_mb(*, rows: int, dimension: int, kind: str = "vector", m:
     (pgvector warns "hnsw graph no longer fits"). Capped at a quarter of this machine's memory."""
     per_vector = dimension * (2 if kind == "halfvec" else 4) + 2 * m * 8 + 64
     wanted = int(rows * per_vector * 1.3 / 2**20) + 64
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    except (ValueError, OSError):
-        total = 4096
-    return max(64, min(wanted, total // 4))
+    return max(64, min(wanted, machine_memory_mb() // 4))
 
 
 def index_build(*, space: str, version: str, dimension: int, products: bool = False, kind: str | None = None,
