@@ -304,6 +304,9 @@ VITRINE_PRIMARY_IMAGE_SPACE = str(env("VITRINE_PRIMARY_IMAGE_SPACE", "clip"))
 VITRINE_FALLBACK_IMAGE_SPACE = str(env("VITRINE_FALLBACK_IMAGE_SPACE", "cnn"))
 # How long a process trusts its cached active versions and ranking weights, in seconds (search/querying/active.py).
 VITRINE_ACTIVE_CACHE_S = env_float("VITRINE_ACTIVE_CACHE_S", 5.0)
+# Searches as prepared statements of their connection (search.vectorstores.sql.run_vector_query); off behind
+# a pooler in transaction mode.
+VITRINE_PG_PREPARED_SEARCHES = env_bool("VITRINE_PG_PREPARED_SEARCHES", True)
 # Hybrid "Looks similar": a bonus for the viewed product's own category, added to the weighted cosines. Off: it is
 # not tuned, because evaluation labels relevance by category, which would make it score itself.
 VITRINE_HYBRID_CATEGORY_PRIOR = env_float("VITRINE_HYBRID_CATEGORY_PRIOR", 0.0)

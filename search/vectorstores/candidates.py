@@ -47,9 +47,10 @@ def _query_vectors(image: VersionRef, text: VersionRef | None) -> list[str]:
     return ctes
 
 
-def _searches(image: VersionRef, text: VersionRef | None, conditions: list[str]) -> list[str]:
+def _searches(image: VersionRef, text: VersionRef | None, conditions: list[str], pool: int) -> list[str]:
     """CTEs ``ann_image(product_id, image_id, distance)``, one row per product (its nearest image found), and
-    ``ann_text(product_id, distance)``: each space's nearest rows, the filters inside the index scan."""
+    ``ann_text(product_id, distance)``: each space's ``pool`` nearest rows, the filters inside the index scan
+    (``pool`` in the text: it shapes the plan)."""
     where = " AND ".join(conditions)
     joins = "JOIN catalog_product p ON p.id = {pk} LEFT JOIN catalog_category c ON c.id = p.category_id"
     image_distance = f"{_vector(image, 'e.vector')} <=> (SELECT v FROM qi)"
@@ -57,7 +58,7 @@ def _searches(image: VersionRef, text: VersionRef | None, conditions: list[str])
         f"ann_images AS MATERIALIZED (SELECT i.product_id, e.image_id, {image_distance} AS distance FROM {IMAGES} e "
         f"JOIN catalog_productimage i ON i.id = e.image_id {joins.format(pk='i.product_id')} "
         f"WHERE {_rows_of(image, 'e')} AND {where.format(pk='i.product_id')} AND EXISTS (SELECT 1 FROM qi) "
-        f"ORDER BY {image_distance} LIMIT %(pool)s)",
+        f"ORDER BY {image_distance} LIMIT {pool})",
         "ann_image AS (SELECT DISTINCT ON (product_id) product_id, image_id, distance FROM ann_images "
         "ORDER BY product_id, distance, image_id)",
     ]
@@ -67,7 +68,7 @@ def _searches(image: VersionRef, text: VersionRef | None, conditions: list[str])
     ctes.append(
         f"ann_text AS MATERIALIZED (SELECT e.product_id, {text_distance} AS distance FROM {TEXTS} e "
         f"{joins.format(pk='e.product_id')} WHERE {_rows_of(text, 'e')} AND {where.format(pk='e.product_id')} "
-        f"AND EXISTS (SELECT 1 FROM qt) ORDER BY {text_distance} LIMIT %(pool)s)"
+        f"AND EXISTS (SELECT 1 FROM qt) ORDER BY {text_distance} LIMIT {pool})"
     )
     return ctes
 
@@ -112,7 +113,7 @@ def candidate_pool(*, product_id: int, image: VersionRef, text: VersionRef | Non
     Without ``found``, both nearest-neighbour searches run here, in pgvector. With ``found`` (candidate product
     ids, image rows, text rows), another store has searched and only the exact scores are computed.
     """
-    params: dict[str, Any] = {"product": int(product_id), "pool": int(pool)}
+    params: dict[str, Any] = {"product": int(product_id)}
     ctes = _query_vectors(image, text)
     if found is None:
         conditions = ["{pk} <> %(product)s"] + (["p.is_active"] if published_only else [])
@@ -126,7 +127,7 @@ def candidate_pool(*, product_id: int, image: VersionRef, text: VersionRef | Non
                 params[name] = next(remaining)
                 named += f"%({name})s" + piece
             conditions.append(named)
-        ctes += _searches(image, text, conditions)
+        ctes += _searches(image, text, conditions, int(pool))
         ctes.append("cand AS (SELECT product_id FROM ann_image UNION SELECT product_id FROM ann_text)")
         counts = "(SELECT count(*) FROM ann_images), (SELECT count(*) FROM ann_text)"
     else:

@@ -248,7 +248,6 @@ class PgVectorStore(VectorStore):
         params += more_params
         if like_product_id is None:
             params.append(params[0])
-        params.append(int(k))
         sql = (
             f"{cte}SELECT e.image_id, i.product_id, {expression} <=> {query_sql} AS distance "
             f"FROM {self.table} e "
@@ -256,7 +255,7 @@ class PgVectorStore(VectorStore):
             "JOIN catalog_product p ON p.id = i.product_id "
             "LEFT JOIN catalog_category c ON c.id = p.category_id "
             f"WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {expression} <=> {query_sql} LIMIT %s"
+            f"ORDER BY {expression} <=> {query_sql} LIMIT {int(k)}"  # in the text: it shapes the plan
         )
         rows = run_vector_query(sql, params, k, ef=tuned_ef("pgvector", space, version))
         if rows and rows[0][2] is None:  # the product has no vector in this version
@@ -279,9 +278,9 @@ class PgVectorStore(VectorStore):
             "JOIN catalog_product p ON p.id = e.product_id "
             "LEFT JOIN catalog_category c ON c.id = p.category_id "
             f"WHERE {' AND '.join(conditions + more)} "
-            f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT %s"
+            f"ORDER BY {expression} <=> %s::{kind}({dimension}) LIMIT {int(k)}"
         )
-        rows = run_vector_query(sql, [query, *more_params, query, int(k)], k, ef=tuned_ef("pgvector", space, version))
+        rows = run_vector_query(sql, [query, *more_params, query], k, ef=tuned_ef("pgvector", space, version))
         return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda h: (h[1], h[0]))
 
     def similar_candidates(

@@ -3,10 +3,13 @@ column cast per dimension, and running a nearest-neighbour query with a search b
 
 from __future__ import annotations
 
+import hashlib
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from search.vectorstores.base import Filters
@@ -59,12 +62,70 @@ def configure_session(cursor: Any) -> None:
 
 
 BREADTH_PREFIX = re.compile(r"^SET LOCAL hnsw\.ef_search = [0-9]+; ")
+# What a prepared search sends before its breadth the first time on a connection (see run_vector_query).
+PREPARE_PREFIX = re.compile(r"^(?:DEALLOCATE ALL; )?(?:PREPARE vitrine_[0-9a-f]+ AS [^;]*; )?")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+MAX_PREPARED = 100  # per connection; beyond, all are let go and prepared again as used
+MISSING_STATEMENT = "26000"  # SQLSTATE invalid_sql_statement_name: no prepared statement of that name
 
 
 def breadth(k: int, ef: int | None = None) -> int:
     """The HNSW search breadth for index scans that return up to ``k`` rows: ``ef`` (measured by ``tune_search``;
     None: the session's) and at least twice ``k``."""
     return min(1000, max(int(ef or SESSION_EF_SEARCH), 2 * int(k)))
+
+
+class _Prepared:
+    """The statements prepared on one database connection (by name), and whether they must all be let go first
+    (after an error, when it is unknown which exist)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.reset = False
+
+
+_prepared: weakref.WeakKeyDictionary[Any, _Prepared] = weakref.WeakKeyDictionary()
+
+
+def _server_placeholders(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``sql`` with ``$1``, ``$2``… for its ``%s`` / ``%(name)s`` placeholders (``%%`` stays for the client's
+    formatting of the message), and the arguments in that order."""
+    named: list[str] = []
+    by_name = params if isinstance(params, Mapping) else None
+    positional = None if isinstance(params, Mapping) else iter(params)
+    arguments: list[Any] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%%"
+        if match.group(1) is None:
+            assert positional is not None, "a %s placeholder with named parameters"
+            arguments.append(next(positional))
+            return f"${len(arguments)}"
+        assert by_name is not None, "a %(name)s placeholder with positional parameters"
+        if match.group(1) not in named:
+            named.append(match.group(1))
+            arguments.append(by_name[match.group(1)])
+        return f"${named.index(match.group(1)) + 1}"
+
+    return _PLACEHOLDER.sub(number, sql), arguments
+
+
+def _prepared_message(sql: str, params: Sequence[Any] | Mapping[str, Any],
+                      prefix: str) -> tuple[str, list[Any], _Prepared, str]:  # fmt: skip
+    """The message that runs ``sql`` as a prepared statement of this connection: ``[DEALLOCATE ALL;] [PREPARE
+    name AS …;] SET LOCAL …; EXECUTE name(…)``."""
+    body, arguments = _server_placeholders(sql, params)
+    name = "vitrine_" + hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()[:20]
+    state = _prepared.setdefault(connection.connection, _Prepared())
+    head = ""
+    if state.reset or (name not in state.names and len(state.names) >= MAX_PREPARED):
+        head, state.reset = "DEALLOCATE ALL; ", False
+        state.names.clear()
+    if name not in state.names:
+        head += f"PREPARE {name} AS {body}; "
+    execute = f"EXECUTE {name}" + (f"({', '.join(['%s'] * len(arguments))})" if arguments else "")
+    return head + prefix + execute, arguments, state, name
 
 
 def run_vector_query(sql: str, params: Sequence[Any] | Mapping[str, Any], k: int,
@@ -76,6 +137,17 @@ def run_vector_query(sql: str, params: Sequence[Any] | Mapping[str, Any], k: int
     PostgreSQL runs as one implicit transaction: the setting ends with it (inside a transaction block it lasts
     until the block ends; every vector query sets its own). A connection configured for server-side binding
     cannot send two statements at once: there, the setting and the query go in a transaction of their own.
+
+    Outside a transaction block, with ``VITRINE_PG_PREPARED_SEARCHES`` on, the query is a prepared statement of
+    the connection (``PREPARE`` in the same message the first time, ``EXECUTE`` after): PostgreSQL parses it once
+    and, after a few runs, plans it once. A search statement is long (the hybrid one is 3 KB and its planning
+    alone took 1 ms) and its text repeats with only its parameters changing, so this is most of what a search
+    costs besides the search itself (``docs/relevance.md``). Values that shape the plan (limits, space, version)
+    are in the text, not parameters, so each shape has a statement and a plan of its own. Inside a transaction
+    block a failed PREPARE would abort the caller's transaction, so the query goes as it is; after any error the
+    connection lets go of all its statements before the next, and a statement found missing is prepared again
+    at once. Behind a pooler that moves a session between server connections (PgBouncer in transaction mode)
+    that would be every other search: turn the setting off there.
     """
     prefix = f"SET LOCAL hnsw.ef_search = {breadth(k, ef)}; "
     if connection.settings_dict.get("OPTIONS", {}).get("server_side_binding"):
@@ -83,7 +155,24 @@ def run_vector_query(sql: str, params: Sequence[Any] | Mapping[str, Any], k: int
             cursor.execute(prefix.rstrip("; "))
             cursor.execute(sql, params)
             return list(cursor.fetchall())
-    with connection.cursor() as cursor:
-        cursor.execute(prefix + sql, params)
+    with connection.cursor() as cursor:  # connects first when needed, so connection.connection is the live one
+        if not settings.VITRINE_PG_PREPARED_SEARCHES or connection.in_atomic_block:
+            cursor.execute(prefix + sql, params)
+        else:
+            message, arguments, state, name = _prepared_message(sql, params, prefix)
+            try:
+                cursor.execute(message, arguments)
+            except Exception as exc:
+                state.reset = True  # which statements survived the error is unknown: start again
+                if getattr(exc.__cause__, "sqlstate", None) != MISSING_STATEMENT:
+                    raise
+                # Gone from under us (DISCARD ALL, a pooler that moved us to another server connection): once more,
+                # preparing it in the same message.
+                message, arguments, state, name = _prepared_message(sql, params, prefix)
+                cursor.execute(message, arguments)
+            state.names.add(name)
+            while cursor.description is None and cursor.nextset():  # past DEALLOCATE, PREPARE and SET
+                pass
+            return list(cursor.fetchall())
         cursor.nextset()  # past the SET's empty result
         return list(cursor.fetchall())

@@ -24,7 +24,7 @@ from search.models import EmbeddingStatus, ImageEmbedding
 from search.querying import hybrid, similar
 from search.vectorstores import get_store
 from search.vectorstores.base import VersionRef
-from search.vectorstores.sql import BREADTH_PREFIX
+from search.vectorstores.sql import BREADTH_PREFIX, PREPARE_PREFIX
 
 LOCUSTFILE = """
 import random
@@ -249,6 +249,7 @@ class VectorSearchSampler(threading.Thread):
                     if get_store().mirrors_catalog:  # Milvus answered: no vector statement to explain
                         continue
                     sql, params = statements[-1]
+                    sql = sql[PREPARE_PREFIX.match(sql).end() :]  # type: ignore[union-attr] # prepared by the search
                     breadth = BREADTH_PREFIX.match(sql)  # explained with the breadth it ran with
                     prefix = breadth.group(0) if breadth else ""
                     with connection.cursor() as cursor:
