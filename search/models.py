@@ -130,10 +130,28 @@ def _one_vector(sql: str, params: list[int | str]) -> np.ndarray | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    if row is None or row[0] is None:
+    return None if row is None else _as_array(row[0])
+
+
+def _as_array(value: Vector | str | None) -> np.ndarray | None:
+    if value is None:
         return None
-    value = row[0] if isinstance(row[0], Vector) else Vector.from_text(row[0])  # text unless an adapter is registered
-    return np.asarray(value.to_numpy(), dtype=np.float32)
+    vector = value if isinstance(value, Vector) else Vector.from_text(value)  # text unless an adapter is registered
+    return np.asarray(vector.to_numpy(), dtype=np.float32)
+
+
+def product_query_vectors(*, product_id: int, image: tuple[str, str],
+                          text: tuple[str, str] | None) -> tuple[np.ndarray | None, np.ndarray | None]:  # fmt: skip
+    """A product's vectors in an image space version and a text space version (``(space, version)`` each), as
+    :meth:`ImageEmbeddingQuerySet.product_vector` and :meth:`ProductEmbeddingQuerySet.product_vector` read them,
+    in one statement: the two query vectors of a hybrid search in another store."""
+    if text is None:
+        return ImageEmbedding.objects.product_vector(product_id=product_id, space=image[0], version=image[1]), None
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT ({_PRODUCT_VECTOR_SQL}), ({_TEXT_VECTOR_SQL})",
+                       [product_id, *image, EmbeddingStatus.OK, product_id, *text, EmbeddingStatus.OK])  # fmt: skip
+        image_value, text_value = cursor.fetchone()
+    return _as_array(image_value), _as_array(text_value)
 
 
 class ImageEmbeddingQuerySet(models.QuerySet["ImageEmbedding"]):

@@ -25,13 +25,15 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from django.conf import settings
 
-from search.models import ImageEmbedding, ProductEmbedding, SpaceVersion
+from search.models import ImageEmbedding, SpaceVersion, product_query_vectors
 from search.vectorstores.base import CandidatePool, Filters, ImageHit, StoreUnavailable, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
 from search.vectorstores.milvus_rows import (
@@ -349,9 +351,10 @@ class MilvusStore(VectorStore):
 
     # -- reads -------------------------------------------------------------------------------------
     def _search(
-        self, name: str, vector: np.ndarray, k: int, expression: str, ref: tuple[str, str]
+        self, name: str, vector: np.ndarray, k: int, expression: str, ref: tuple[str, str], ef: int | None = None
     ) -> list[dict[str, Any]]:
-        ef = max(tuned_ef("milvus", *ref) or int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
+        """Milvus's ``k`` nearest rows; ``ef``: the breadth (by default the tuned one, read here)."""
+        ef = max(ef or tuned_ef("milvus", *ref) or int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
         data = [np.asarray(vector, dtype=np.float32).tolist()]
 
         def search() -> list[dict[str, Any]]:
@@ -403,26 +406,45 @@ class MilvusStore(VectorStore):
         self, *, product_id: int, image: VersionRef, text: VersionRef | None, pool: int,
         filters: Filters | None = None, published_only: bool = True,
     ) -> CandidatePool:  # fmt: skip
-        """Both searches in Milvus; the exact scores of their union from Postgres, which holds every vector."""
+        """Both searches in Milvus, at once; the exact scores of their union from Postgres, which holds every
+        vector (the two query vectors read from it first, in one statement)."""
         expression = filter_expression(filters=filters, published_only=published_only, exclude_product_id=product_id)
-        ids: list[int] = []
-        image_rows = text_rows = 0
-        image_vector = ImageEmbedding.objects.product_vector(product_id=product_id, space=image.space,
-                                                             version=image.version)  # fmt: skip
-        name = self._ready_to_read(image.space, image.version) if image_vector is not None else None
-        if name is not None and image_vector is not None:
-            found = self._search(name, image_vector, pool, expression, (image.space, image.version))
-            image_rows = len(found)
-            ids += [int(h["entity"]["product_id"]) for h in found]
-        if text is not None:
-            own = ProductEmbedding.objects.product_vector(product_id=product_id, space=text.space, version=text.version)
-            name = self._ready_to_read(text.space, text.version) if own is not None else None
-            if name is not None and own is not None:
-                found = self._search(name, own, pool, expression, (text.space, text.version))
-                text_rows = len(found)
-                ids += [int(h["id"]) for h in found]
+        vectors = product_query_vectors(product_id=product_id, image=(image.space, image.version),
+                                        text=(text.space, text.version) if text is not None else None)  # fmt: skip
+        searches: list[Callable[[], list[dict[str, Any]]] | None] = []
+        for ref, vector in zip((image, text), vectors, strict=True):
+            name = self._ready_to_read(ref.space, ref.version) if ref is not None and vector is not None else None
+            if name is None or ref is None or vector is None:
+                searches.append(None)
+                continue
+            # The breadth is read here: the other thread has no database connection of its own to read it with.
+            ef = tuned_ef("milvus", ref.space, ref.version)
+            searches.append(partial(self._search, name, vector, pool, expression, (ref.space, ref.version), ef))
+        image_found, text_found = _both(*searches)
+        ids = [int(h["entity"]["product_id"]) for h in image_found] + [int(h["id"]) for h in text_found]
         return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,
-                              found=(ids, image_rows, text_rows))  # fmt: skip
+                              found=(ids, len(image_found), len(text_found)))  # fmt: skip
+
+
+_search_threads: ThreadPoolExecutor | None = None
+_search_threads_lock = threading.Lock()
+
+
+def _both(first: Callable[[], list[_T]] | None, second: Callable[[], list[_T]] | None) -> tuple[list[_T], list[_T]]:
+    """Two searches at the same time: the first on a thread of this process's small pool, the second here; a
+    search left out (None) finds nothing. Either one's error is raised, after both have ended."""
+    global _search_threads
+    if first is None or second is None:
+        return (first() if first else []), (second() if second else [])
+    with _search_threads_lock:
+        if _search_threads is None:  # made on first use: after gunicorn's fork, in the process that searches
+            _search_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-search")
+    future = _search_threads.submit(first)
+    try:
+        second_found = second()
+    finally:
+        first_found = future.result()
+    return first_found, second_found
 
 
 def _product_vector(*, space: str, version: str, product_id: int) -> np.ndarray:

@@ -208,3 +208,40 @@ def test_the_synthetic_seed_with_text_vectors_serves_hybrid(vector_store, use_sp
     expected = sorted(scores, key=lambda pk: (-scores[pk], pk))[:8]
     hits = similar.similar_products(product=Product.objects.get(pk=query), k=8, space="hybrid")
     assert [h.product_id for h in hits] == expected
+
+
+@pytest.mark.parametrize("vector_store", ["milvus", "milvus-server"], indirect=True)
+def test_milvus_runs_the_image_and_the_text_search_at_once_and_either_ones_outage_is_a_503(shop, vector_store,
+                                                                                           monkeypatch):  # fmt: skip
+    """In the Milvus store the two searches overlap in time (one on a thread of the store's pool), answer as
+    brute force does, and a search that cannot be answered is :class:`StoreUnavailable` whichever thread ran it."""
+    import threading
+    import time
+
+    from search.vectorstores.base import StoreUnavailable
+
+    searched = vector_store._search
+    spans: list[tuple[str, float, float]] = []
+
+    def spied(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        time.sleep(0.2)  # long enough that two searches run one after the other could not overlap
+        try:
+            return searched(*args, **kwargs)
+        finally:
+            spans.append((threading.current_thread().name, started, time.monotonic()))
+
+    monkeypatch.setattr(vector_store, "_search", spied)
+    _same(_hybrid(shop, 4, 12), shop.expected(4, 12))
+    assert len(spans) == 2 and len({name for name, _, _ in spans}) == 2
+    (_, start_a, end_a), (_, start_b, end_b) = spans
+    assert start_a < end_b and start_b < end_a, spans  # the two intervals overlap
+
+    def down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name.startswith("milvus-search"):
+            raise StoreUnavailable("the Milvus vector store cannot answer: test")
+        return searched(*args, **kwargs)
+
+    monkeypatch.setattr(vector_store, "_search", down)
+    with pytest.raises(StoreUnavailable):
+        _hybrid(shop, 4, 12)
