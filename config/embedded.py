@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from config.memory import machine_memory_mb
+from config.memory import shared_buffers_default
 
 logger = logging.getLogger(__name__)
 
@@ -194,15 +194,6 @@ class EmbeddedService:
 
     def users(self) -> list[int]:
         return [pid for pid, _ in self._live_handles()]
-
-
-def shared_buffers_default() -> str:
-    """A quarter of this machine's (or container's) memory, from 128 MB to 8 GB: PostgreSQL's usual advice, and what
-    vector search needs, since every search walks its HNSW graph and reads its rows at random. At 100,000 products
-    with a 512-d image space and a 384-d text space, the tables and indexes a hybrid search reads are 0.9 GB; with
-    them in 512 MB of buffers a third of its pages came from the operating system's cache (``docs/relevance.md``).
-    PostgreSQL maps the buffers at start but the memory is only used as pages are read into them."""
-    return f"{min(8192, max(128, machine_memory_mb() // 4))}MB"
 
 
 def _import_pgserver() -> None:

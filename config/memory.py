@@ -65,3 +65,12 @@ def machine_memory_mb(limit_files: tuple[str, ...] = CGROUP_LIMITS) -> int:
                 total = min(total, int(text) // 2**20)
             break
     return max(256, total)
+
+
+def shared_buffers_default() -> str:
+    """A quarter of this machine's (or container's) memory, from 128 MB to 8 GB: PostgreSQL's usual advice, and what
+    vector search needs, since every search walks its HNSW graph and reads its rows at random. At 100,000 products
+    with a 512-d image space and a 384-d text space, the tables and indexes a hybrid search reads are 0.9 GB; with
+    512 MB of buffers an eighth of its pages came from the operating system's cache (``docs/relevance.md``).
+    PostgreSQL maps the buffers at start but the memory is only used as pages are read into them."""
+    return f"{min(8192, max(128, machine_memory_mb() // 4))}MB"

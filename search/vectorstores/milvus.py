@@ -25,7 +25,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +44,7 @@ from search.vectorstores.milvus_rows import (
     image_rows,
     product_rows,
 )
+from search.vectorstores.parallel import both_at_once
 from search.vectorstores.pgvector import PgVectorStore, images_write, products_write
 from search.vectorstores.tuning import tuned_ef
 
@@ -420,31 +420,10 @@ class MilvusStore(VectorStore):
             # The breadth is read here: the other thread has no database connection of its own to read it with.
             ef = tuned_ef("milvus", ref.space, ref.version)
             searches.append(partial(self._search, name, vector, pool, expression, (ref.space, ref.version), ef))
-        image_found, text_found = _both(*searches)
+        image_found, text_found = both_at_once(*searches)
         ids = [int(h["entity"]["product_id"]) for h in image_found] + [int(h["id"]) for h in text_found]
         return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,
                               found=(ids, len(image_found), len(text_found)))  # fmt: skip
-
-
-_search_threads: ThreadPoolExecutor | None = None
-_search_threads_lock = threading.Lock()
-
-
-def _both(first: Callable[[], list[_T]] | None, second: Callable[[], list[_T]] | None) -> tuple[list[_T], list[_T]]:
-    """Two searches at the same time: the first on a thread of this process's small pool, the second here; a
-    search left out (None) finds nothing. Either one's error is raised, after both have ended."""
-    global _search_threads
-    if first is None or second is None:
-        return (first() if first else []), (second() if second else [])
-    with _search_threads_lock:
-        if _search_threads is None:  # made on first use: after gunicorn's fork, in the process that searches
-            _search_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-search")
-    future = _search_threads.submit(first)
-    try:
-        second_found = second()
-    finally:
-        first_found = future.result()
-    return first_found, second_found
 
 
 def _product_vector(*, space: str, version: str, product_id: int) -> np.ndarray:

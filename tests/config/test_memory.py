@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from config import embedded, memory
+from config import memory
 
 
 def test_a_containers_memory_limit_counts_when_it_is_lower_than_the_machines(tmp_path: Path):
@@ -28,8 +28,8 @@ def test_a_containers_memory_limit_counts_when_it_is_lower_than_the_machines(tmp
 @pytest.mark.parametrize(("machine_mb", "expected"), [(24105, "6026MB"), (256, "128MB"), (2048, "512MB"),
                                                       (65536, "8192MB")])  # fmt: skip
 def test_shared_buffers_are_a_quarter_of_memory_between_128_mb_and_8_gb(monkeypatch, machine_mb, expected):
-    monkeypatch.setattr(embedded, "machine_memory_mb", lambda: machine_mb)
-    assert embedded.shared_buffers_default() == expected
+    monkeypatch.setattr(memory, "machine_memory_mb", lambda: machine_mb)
+    assert memory.shared_buffers_default() == expected
 
 
 @pytest.mark.django_db
@@ -38,4 +38,4 @@ def test_the_embedded_postgres_runs_with_those_buffers():
         pytest.skip("PostgreSQL is not the embedded one, or its buffers are set by hand")
     with connection.cursor() as cursor:
         cursor.execute("SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'")
-        assert f"{cursor.fetchone()[0]}MB" == embedded.shared_buffers_default()
+        assert f"{cursor.fetchone()[0]}MB" == memory.shared_buffers_default()

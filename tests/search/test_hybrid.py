@@ -238,7 +238,7 @@ def test_milvus_runs_the_image_and_the_text_search_at_once_and_either_ones_outag
     assert start_a < end_b and start_b < end_a, spans  # the two intervals overlap
 
     def down(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if threading.current_thread().name.startswith("milvus-search"):
+        if threading.current_thread().name.startswith("vector-search"):
             raise StoreUnavailable("the Milvus vector store cannot answer: test")
         return searched(*args, **kwargs)
 
