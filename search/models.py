@@ -19,6 +19,7 @@ from pgvector import Vector
 from pgvector.django import VectorField
 
 from catalog.models import Product, ProductImage
+from search.vectorstores.sql import product_vector_sql
 
 
 class EmbeddingStatus(models.TextChoices):
@@ -148,8 +149,9 @@ def product_query_vectors(*, product_id: int, image: tuple[str, str],
     if text is None:
         return ImageEmbedding.objects.product_vector(product_id=product_id, space=image[0], version=image[1]), None
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT ({_PRODUCT_VECTOR_SQL}), ({_TEXT_VECTOR_SQL})",
-                       [product_id, *image, EmbeddingStatus.OK, product_id, *text, EmbeddingStatus.OK])  # fmt: skip
+        own_image = product_vector_sql(space=image[0], version=image[1], product="%s")
+        cursor.execute(f"SELECT ({own_image}), ({_TEXT_VECTOR_SQL})",
+                       [product_id, product_id, *text, EmbeddingStatus.OK])  # fmt: skip
         image_value, text_value = cursor.fetchone()
     return _as_array(image_value), _as_array(text_value)
 
@@ -164,7 +166,7 @@ class ImageEmbeddingQuerySet(models.QuerySet["ImageEmbedding"]):
 
         One statement written out rather than composed by the ORM: the Milvus store reads this before each
         "similar products" search, and composing the query cost 1.5 ms of the 2.3 it took (docs/scaling.md)."""
-        return _one_vector(_PRODUCT_VECTOR_SQL, [product_id, space, version, EmbeddingStatus.OK])
+        return _one_vector(product_vector_sql(space=space, version=version, product="%s"), [product_id])
 
 
 class ImageEmbedding(Embedding):
@@ -437,12 +439,8 @@ class InsightSwitch(models.Model):
         return "recording searches" if self.recording else "not recording searches"
 
 
-# The reads done before every Milvus search (search.vectorstores.milvus), as plain statements (see product_vector).
-_PRODUCT_VECTOR_SQL = (
-    f"SELECT e.vector FROM {ImageEmbedding._meta.db_table} e JOIN {ProductImage._meta.db_table} i ON i.id = e.image_id "
-    "WHERE i.product_id = %s AND e.space = %s AND e.model_version = %s AND e.status = %s "
-    "ORDER BY i.is_primary DESC, i.position, e.image_id LIMIT 1"
-)
+# A read done before every Milvus search (search.vectorstores.milvus), as a plain statement (see product_vector); the
+# image one is search.vectorstores.sql.product_vector_sql, shared with the pgvector statements.
 _TEXT_VECTOR_SQL = (
     f"SELECT vector FROM {ProductEmbedding._meta.db_table} "
     "WHERE product_id = %s AND space = %s AND model_version = %s AND status = %s"

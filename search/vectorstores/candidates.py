@@ -15,7 +15,7 @@ from typing import Any
 
 from search.models import ImageEmbedding, ProductEmbedding
 from search.vectorstores.base import Candidate, CandidatePool, Filters, VersionRef
-from search.vectorstores.sql import filter_sql, run_vector_query, sql_literal, storage_type
+from search.vectorstores.sql import filter_sql, product_vector_sql, run_vector_query, sql_literal, storage_type
 from search.vectorstores.tuning import tuned_ef
 
 IMAGES = ImageEmbedding._meta.db_table
@@ -35,12 +35,9 @@ def _rows_of(ref: VersionRef, alias: str) -> str:
 
 def _query_vectors(image: VersionRef, text: VersionRef | None) -> list[str]:
     """CTEs ``qi(v)`` and ``qt(v)``: the query product's own vectors (primary image first), none when it has none."""
-    ctes = [
-        f"qi AS MATERIALIZED (SELECT {_vector(image, 'qe.vector')} AS v FROM {IMAGES} qe "
-        "JOIN catalog_productimage qim ON qim.id = qe.image_id "
-        f"WHERE qim.product_id = %(product)s AND {_rows_of(image, 'qe')} "
-        "ORDER BY qim.is_primary DESC, qim.position, qim.id LIMIT 1)"
-    ]
+    own_image = product_vector_sql(space=image.space, version=image.version, product="%(product)s",
+                                   dimension=image.dimension)  # fmt: skip
+    ctes = [f"qi AS MATERIALIZED ({own_image})"]
     if text is not None:
         ctes.append(f"qt AS MATERIALIZED (SELECT {_vector(text, 'qe.vector')} AS v FROM {TEXTS} qe "
                     f"WHERE qe.product_id = %(product)s AND {_rows_of(text, 'qe')})")  # fmt: skip

@@ -390,7 +390,7 @@ class MilvusStore(VectorStore):
                                        exclude_product_id=exclude_product_id)  # fmt: skip
         found = self._search(name, vector, k, expression, (space, version))
         hits = [ImageHit(image_id=int(h["id"]), product_id=int(h["entity"]["product_id"]),
-                         distance=1.0 - float(h["distance"])) for h in found]  # fmt: skip
+                         distance=_distance(h)) for h in found]  # fmt: skip
         return sorted(hits, key=lambda h: (h.distance, h.image_id))
 
     def nearest_products(
@@ -400,7 +400,7 @@ class MilvusStore(VectorStore):
         if name is None:
             return []
         hits = self._search(name, vector, k, filter_expression(filters=filters), (space, version))
-        return sorted(((int(h["id"]), 1.0 - float(h["distance"])) for h in hits), key=lambda h: (h[1], h[0]))
+        return sorted(((int(h["id"]), _distance(h)) for h in hits), key=lambda h: (h[1], h[0]))
 
     def similar_candidates(
         self, *, product_id: int, image: VersionRef, text: VersionRef | None, pool: int,
@@ -424,6 +424,12 @@ class MilvusStore(VectorStore):
         ids = [int(h["entity"]["product_id"]) for h in image_found] + [int(h["id"]) for h in text_found]
         return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,
                               found=(ids, len(image_found), len(text_found)))  # fmt: skip
+
+
+def _distance(hit: dict[str, Any]) -> float:
+    """Cosine distance from Milvus's cosine similarity, clamped: for two vectors equal after normalisation (two
+    plain-coloured pictures of one hue in the pixel space) its float32 arithmetic can return a hair above 1."""
+    return 1.0 - min(1.0, max(-1.0, float(hit["distance"])))
 
 
 def _product_vector(*, space: str, version: str, product_id: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from config.memory import machine_memory_mb
 from search.models import EmbeddingStatus, ImageEmbedding, ProductEmbedding, SpaceVersion
 from search.vectorstores.base import CandidatePool, Filters, ImageHit, VectorStore, VersionRef
 from search.vectorstores.candidates import candidate_pool
-from search.vectorstores.sql import filter_sql, run_vector_query, sql_literal, storage_type
+from search.vectorstores.sql import filter_sql, product_vector_sql, run_vector_query, sql_literal, storage_type
 from search.vectorstores.tuning import tuned_ef
 
 logger = logging.getLogger(__name__)
@@ -226,12 +226,8 @@ class PgVectorStore(VectorStore):
             # The query vector is the product's own (primary image first), looked up in the same
             # statement: one round trip, no vector sent back and forth. pgvector still uses the
             # HNSW index, the subquery becoming an init-plan parameter.
-            cte = (
-                f"WITH q AS MATERIALIZED (SELECT qe.vector::{kind}({dimension}) AS v FROM {self.table} qe "
-                "JOIN catalog_productimage qi ON qi.id = qe.image_id WHERE qi.product_id = %s "
-                f"AND qe.space = {sql_literal(space)} AND qe.model_version = {sql_literal(version)} "
-                "AND qe.status = 'ok' ORDER BY qi.is_primary DESC, qi.position, qi.id LIMIT 1) "
-            )
+            own = product_vector_sql(space=space, version=version, product="%s", dimension=dimension)
+            cte = f"WITH q AS MATERIALIZED ({own}) "
             query_sql, params = "(SELECT v FROM q)", [int(like_product_id)]
         else:
             assert vector is not None

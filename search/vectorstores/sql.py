@@ -55,6 +55,17 @@ def storage_type(dimension: int) -> str:
     return "vector" if dimension <= 2000 else "halfvec"
 
 
+def product_vector_sql(*, space: str, version: str, product: str, dimension: int | None = None) -> str:
+    """A SELECT of the vector ``v`` that stands for a product in an image space version: its primary image's, else
+    its first embedded image's (by position, then id). ``product``: the SQL for the product's id (a placeholder);
+    ``dimension``: cast as the version's HNSW index expects (for a query vector inside a search statement)."""
+    column = "qe.vector" if dimension is None else f"qe.vector::{storage_type(dimension)}({dimension})"
+    return (f"SELECT {column} AS v FROM search_imageembedding qe JOIN catalog_productimage qi ON qi.id = qe.image_id "
+            f"WHERE qi.product_id = {product} AND qe.space = {sql_literal(space)} "
+            f"AND qe.model_version = {sql_literal(version)} AND qe.status = 'ok' "
+            "ORDER BY qi.is_primary DESC, qi.position, qi.id LIMIT 1")  # fmt: skip
+
+
 def configure_session(cursor: Any) -> None:
     """Per connection, once: pgvector 0.8 iterative scans (when filters reject candidates, keep walking
     the index instead of returning fewer than k rows) and a search breadth that fits k up to 50."""
