@@ -350,11 +350,16 @@ class MilvusStore(VectorStore):
         PgVectorStore().drop_version(space=space, version=version)
 
     # -- reads -------------------------------------------------------------------------------------
+    @staticmethod
+    def _breadth(ref: tuple[str, str]) -> int:
+        """The search breadth of a (space, version): the one ``tune_search`` measured, else the setting."""
+        return tuned_ef("milvus", *ref) or int(settings.VITRINE_MILVUS_EF)
+
     def _search(
         self, name: str, vector: np.ndarray, k: int, expression: str, ref: tuple[str, str], ef: int | None = None
     ) -> list[dict[str, Any]]:
-        """Milvus's ``k`` nearest rows; ``ef``: the breadth (by default the tuned one, read here)."""
-        ef = max(ef or tuned_ef("milvus", *ref) or int(settings.VITRINE_MILVUS_EF), int(k))  # HNSW wants ef >= k
+        """Milvus's ``k`` nearest rows; ``ef``: the breadth (by default :meth:`_breadth`, read here)."""
+        ef = max(self._breadth(ref) if ef is None else ef, int(k))  # HNSW wants ef >= k
         data = [np.asarray(vector, dtype=np.float32).tolist()]
 
         def search() -> list[dict[str, Any]]:
@@ -413,13 +418,12 @@ class MilvusStore(VectorStore):
                                         text=(text.space, text.version) if text is not None else None)  # fmt: skip
         searches: list[Callable[[], list[dict[str, Any]]] | None] = []
         for ref, vector in zip((image, text), vectors, strict=True):
-            name = self._ready_to_read(ref.space, ref.version) if ref is not None and vector is not None else None
-            if name is None or ref is None or vector is None:
+            if ref is None or vector is None or (name := self._ready_to_read(ref.space, ref.version)) is None:
                 searches.append(None)
                 continue
-            # The breadth is read here: the other thread has no database connection of its own to read it with.
-            ef = tuned_ef("milvus", ref.space, ref.version)
-            searches.append(partial(self._search, name, vector, pool, expression, (ref.space, ref.version), ef))
+            # The breadth is read here, whole: the other thread is not to open a database connection of its own.
+            version = (ref.space, ref.version)
+            searches.append(partial(self._search, name, vector, pool, expression, version, self._breadth(version)))
         image_found, text_found = both_at_once(*searches)
         ids = [int(h["entity"]["product_id"]) for h in image_found] + [int(h["id"]) for h in text_found]
         return candidate_pool(product_id=product_id, image=image, text=text, pool=pool,
